@@ -1,0 +1,156 @@
+//! Per-job result bookkeeping, shared between the engine thread (which adds
+//! results as workers send them) and Python-facing handles (which wait for and
+//! take them).
+//!
+//! ```text
+//!  caller: submitted += n ──▶ engine: result arrives ──▶ arrived.push_back
+//!                                      │ received == submitted && input closed
+//!                                      ▼
+//!                    complete ──(no callback)──▶ ready ──▶ get()/wait() return
+//!                        └──(callback)──▶ service thread runs it ──▶ ready
+//! ```
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::protocol::ResultStatus;
+use crate::sync::Signal;
+
+pub type JobId = u64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskOutcome {
+    pub index: u64,
+    pub status: ResultStatus,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Default, Debug)]
+pub struct JobProgress {
+    /// Outcomes not yet taken by the Python side, in arrival order.
+    pub arrived: VecDeque<TaskOutcome>,
+    /// Tasks handed to the engine so far.
+    pub submitted: u64,
+    /// Outcomes produced so far (taken or not).
+    pub received: u64,
+    /// No more tasks will be added to this job.
+    pub input_closed: bool,
+    /// Every submitted task has an outcome and the input is closed.
+    pub complete: bool,
+    /// Complete and, where the job has callbacks, the callbacks have run.
+    pub ready: bool,
+    pub has_callback: bool,
+}
+
+impl JobProgress {
+    fn refresh(&mut self) -> bool {
+        let was = self.complete;
+        self.complete = self.input_closed && self.received >= self.submitted;
+        if self.complete && !self.has_callback {
+            self.ready = true;
+        }
+        self.complete && !was
+    }
+
+    /// Tasks submitted whose outcome has not arrived yet.
+    pub fn in_flight(&self) -> u64 {
+        self.submitted.saturating_sub(self.received)
+    }
+}
+
+pub struct Job {
+    pub id: JobId,
+    /// Completion goes through the service thread, which runs the callbacks
+    /// and then marks the job ready.
+    pub has_callback: bool,
+    pub progress: Signal<JobProgress>,
+}
+
+impl Job {
+    pub fn new(id: JobId, has_callback: bool) -> Arc<Job> {
+        Arc::new(Job {
+            id,
+            has_callback,
+            progress: Signal::new(JobProgress {
+                has_callback,
+                ..JobProgress::default()
+            }),
+        })
+    }
+
+    /// Records an outcome. Returns true when this made the job complete.
+    pub fn deliver(&self, outcome: TaskOutcome) -> bool {
+        self.progress.update(|p| {
+            p.arrived.push_back(outcome);
+            p.received += 1;
+            p.refresh()
+        })
+    }
+
+    pub fn add_submitted(&self, n: u64) {
+        self.progress.update(|p| {
+            p.submitted += n;
+            p.complete = false;
+        });
+    }
+
+    /// Returns true when this made the job complete.
+    pub fn close_input(&self) -> bool {
+        self.progress.update(|p| {
+            p.input_closed = true;
+            p.refresh()
+        })
+    }
+
+    pub fn mark_ready(&self) {
+        self.progress.update(|p| p.ready = true);
+    }
+
+    pub fn take_arrived(&self) -> Vec<TaskOutcome> {
+        self.progress.update(|p| p.arrived.drain(..).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(i: u64) -> TaskOutcome {
+        TaskOutcome {
+            index: i,
+            status: ResultStatus::Ok,
+            payload: vec![i as u8],
+        }
+    }
+
+    #[test]
+    fn completes_only_after_input_closed_and_all_delivered() {
+        let job = Job::new(1, false);
+        job.add_submitted(2);
+        assert!(!job.deliver(ok(0)));
+        assert!(!job.deliver(ok(1)));
+        assert!(job.close_input());
+        let p = job.progress.lock();
+        assert!(p.complete && p.ready);
+        assert_eq!(p.arrived.len(), 2);
+    }
+
+    #[test]
+    fn callback_jobs_wait_for_mark_ready() {
+        let job = Job::new(2, true);
+        job.add_submitted(1);
+        job.close_input();
+        assert!(job.deliver(ok(0)));
+        assert!(!job.progress.lock().ready);
+        job.mark_ready();
+        assert!(job.progress.lock().ready);
+        assert_eq!(job.take_arrived(), vec![ok(0)]);
+    }
+
+    #[test]
+    fn empty_job_completes_on_close() {
+        let job = Job::new(3, false);
+        assert!(job.close_input());
+        assert!(job.progress.lock().ready);
+    }
+}

@@ -1,0 +1,47 @@
+//! ferropool's native core. This file only lists the modules and builds the
+//! Python module; see each module's header for its part of the data flow.
+//!
+//! Engine (plain Rust, covered by `cargo test`): `protocol` (frames),
+//! `jobs` (per-job outcomes), `scheduler` (who runs what), `supervisor`
+//! (starting and reaping workers), `event_loop` (the engine thread), `engine`
+//! (its handle), `sync` (lock helpers).
+//! Python bindings: `py_engine` (Engine, Job), `py_worker` (the worker loop),
+//! `wait` (the one blocking wait), `errors` (the one error conversion).
+
+pub mod engine;
+pub mod errors;
+pub mod event_loop;
+pub mod jobs;
+pub mod protocol;
+pub mod py_engine;
+pub mod py_worker;
+pub mod scheduler;
+pub mod supervisor;
+pub mod sync;
+pub mod wait;
+
+use pyo3::prelude::*;
+
+/// Sets the signal this process gets when its parent dies (Linux), so a
+/// worker never outlives the process that started it.
+#[pyfunction]
+fn set_parent_death_signal(signal: i32) -> PyResult<()> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a plain integer argument.
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) };
+    if rc != 0 {
+        return Err(errors::EngineError::Io(std::io::Error::last_os_error()).into());
+    }
+    Ok(())
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Forward the `log` crate to Python's `logging` (logger "ferropool").
+    let _ = pyo3_log::try_init();
+    m.add_class::<py_engine::PyEngine>()?;
+    m.add_class::<py_engine::PyJob>()?;
+    m.add_class::<py_worker::WorkerChannel>()?;
+    m.add_function(wrap_pyfunction!(set_parent_death_signal, m)?)?;
+    m.add("HEADER_LEN", protocol::HEADER_LEN)?;
+    Ok(())
+}

@@ -1,0 +1,317 @@
+//! Wire format between the engine and one worker (one socketpair per worker).
+//!
+//! Every message is a frame: a fixed 22-byte header followed by an opaque
+//! payload (pickled bytes; the engine never looks inside):
+//!
+//! ```text
+//!  0      4     5      6            14            22
+//!  | len  | kind| flags|    job     |   index    | payload (len - 18 bytes) ...
+//!  u32 LE  u8    u8     u64 LE        u64 LE
+//! ```
+//!
+//! `len` counts everything after itself, so a reader needs only the first
+//! four bytes to know how much to wait for.
+
+use std::fmt;
+
+/// Bytes before the payload.
+pub const HEADER_LEN: usize = 22;
+/// Frames above this size are refused: a corrupt length must not make the
+/// engine try to allocate gigabytes.
+pub const MAX_FRAME_LEN: usize = 1 << 31;
+
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    // engine -> worker
+    /// Pickled function for `job`; `flags` holds the [`CallMode`].
+    Func = 1,
+    /// One task: pickled arguments (or a chunk of them) of `job`, number `index`.
+    Task = 2,
+    /// The job is finished: drop its cached function.
+    Forget = 3,
+    /// Finish the current task, then exit cleanly.
+    Exit = 4,
+    /// Spawn only: pickled preparation data for `__main__`, then the setup.
+    Prepare = 5,
+    /// Spawn and forkserver: pickled (initializer, initargs, ...).
+    Setup = 6,
+    // worker -> engine
+    /// The worker is initialised and takes tasks; `index` is its pid.
+    Ready = 10,
+    /// Outcome of task `index` of `job`; `flags` is a [`ResultStatus`].
+    Result = 11,
+}
+
+impl Kind {
+    pub fn from_u8(v: u8) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::Func,
+            2 => Kind::Task,
+            3 => Kind::Forget,
+            4 => Kind::Exit,
+            5 => Kind::Prepare,
+            6 => Kind::Setup,
+            10 => Kind::Ready,
+            11 => Kind::Result,
+            _ => return None,
+        })
+    }
+}
+
+/// How the worker applies a job's function to one task's payload.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallMode {
+    /// payload = (args, kwds); one result.
+    Apply = 0,
+    /// payload = list of items; results = [f(x) for x in items].
+    Map = 1,
+    /// payload = list of tuples; results = [f(*x) for x in items].
+    Starmap = 2,
+}
+
+impl CallMode {
+    pub fn from_u8(v: u8) -> Option<CallMode> {
+        Some(match v {
+            0 => CallMode::Apply,
+            1 => CallMode::Map,
+            2 => CallMode::Starmap,
+            _ => return None,
+        })
+    }
+}
+
+/// Outcome of one task, as carried in a `Result` frame's flags and as kept in
+/// a job's result list.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResultStatus {
+    /// payload = pickled return value.
+    Ok = 0,
+    /// payload = pickled exception (with its remote traceback).
+    Raised = 1,
+    /// payload = UTF-8 text: the function raised and its exception could not
+    /// be pickled; the text names its type, message and traceback.
+    RaisedUnpicklable = 2,
+    /// payload = pickled `MaybeEncodingError`: the result could not be pickled.
+    EncodingError = 3,
+    /// Engine-made: the worker running this task died. payload = UTF-8 message.
+    WorkerLost = 4,
+    /// Engine-made: the pool broke or was terminated first. payload = UTF-8 message.
+    PoolBroken = 5,
+}
+
+impl ResultStatus {
+    pub fn from_u8(v: u8) -> Option<ResultStatus> {
+        Some(match v {
+            0 => ResultStatus::Ok,
+            1 => ResultStatus::Raised,
+            2 => ResultStatus::RaisedUnpicklable,
+            3 => ResultStatus::EncodingError,
+            4 => ResultStatus::WorkerLost,
+            5 => ResultStatus::PoolBroken,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub kind: Kind,
+    pub flags: u8,
+    pub job: u64,
+    pub index: u64,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ProtocolError {
+    UnknownKind(u8),
+    TooLong(usize),
+    TooShort(usize),
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtocolError::UnknownKind(k) => write!(f, "unknown frame kind {k}"),
+            ProtocolError::TooLong(n) => write!(f, "frame of {n} bytes exceeds the limit"),
+            ProtocolError::TooShort(n) => write!(f, "frame length {n} is shorter than a header"),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// The 22 header bytes for a frame whose payload is `payload_len` long.
+pub fn header(kind: Kind, flags: u8, job: u64, index: u64, payload_len: usize) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    let len = (HEADER_LEN - 4 + payload_len) as u32;
+    h[0..4].copy_from_slice(&len.to_le_bytes());
+    h[4] = kind as u8;
+    h[5] = flags;
+    h[6..14].copy_from_slice(&job.to_le_bytes());
+    h[14..22].copy_from_slice(&index.to_le_bytes());
+    h
+}
+
+/// Appends one whole frame to `out`.
+pub fn encode_into(out: &mut Vec<u8>, kind: Kind, flags: u8, job: u64, index: u64, payload: &[u8]) {
+    out.extend_from_slice(&header(kind, flags, job, index, payload.len()));
+    out.extend_from_slice(payload);
+}
+
+/// Parses the header; returns (kind, flags, job, index, payload length).
+pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<(Kind, u8, u64, u64, usize), ProtocolError> {
+    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+    if len < HEADER_LEN - 4 {
+        return Err(ProtocolError::TooShort(len));
+    }
+    if len > MAX_FRAME_LEN {
+        return Err(ProtocolError::TooLong(len));
+    }
+    let kind = Kind::from_u8(h[4]).ok_or(ProtocolError::UnknownKind(h[4]))?;
+    let job = u64::from_le_bytes(h[6..14].try_into().unwrap_or([0; 8]));
+    let index = u64::from_le_bytes(h[14..22].try_into().unwrap_or([0; 8]));
+    Ok((kind, h[5], job, index, len - (HEADER_LEN - 4)))
+}
+
+/// Incremental decoder for a non-blocking stream: feed it whatever `read`
+/// returned, then take out every complete frame.
+#[derive(Default)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl FrameDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn feed(&mut self, data: &[u8]) {
+        // Compact lazily so a long stream of small frames stays O(n).
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes received but not yet part of a complete frame.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// How many more bytes the frame being received needs (0 if unknown).
+    pub fn wanted(&self) -> usize {
+        let avail = self.pending();
+        if avail < HEADER_LEN {
+            return 0;
+        }
+        let h: &[u8; HEADER_LEN] = match self.buf[self.start..self.start + HEADER_LEN].try_into() {
+            Ok(h) => h,
+            Err(_) => return 0,
+        };
+        match parse_header(h) {
+            Ok((_, _, _, _, plen)) => (HEADER_LEN + plen).saturating_sub(avail),
+            Err(_) => 0,
+        }
+    }
+
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, ProtocolError> {
+        let avail = self.pending();
+        if avail < HEADER_LEN {
+            return Ok(None);
+        }
+        let mut h = [0u8; HEADER_LEN];
+        h.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
+        let (kind, flags, job, index, plen) = parse_header(&h)?;
+        if avail < HEADER_LEN + plen {
+            return Ok(None);
+        }
+        let body = self.start + HEADER_LEN;
+        let payload = self.buf[body..body + plen].to_vec();
+        self.start = body + plen;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        Ok(Some(Frame {
+            kind,
+            flags,
+            job,
+            index,
+            payload,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_in_arbitrary_pieces() {
+        let mut wire = Vec::new();
+        encode_into(&mut wire, Kind::Func, CallMode::Starmap as u8, 7, 0, b"f");
+        encode_into(&mut wire, Kind::Task, 0, 7, 3, &vec![9u8; 1000]);
+        encode_into(&mut wire, Kind::Exit, 0, 0, 0, b"");
+        for piece in [1usize, 5, 22, 23, 4096] {
+            let mut dec = FrameDecoder::new();
+            let mut frames = Vec::new();
+            for chunk in wire.chunks(piece) {
+                dec.feed(chunk);
+                while let Some(f) = dec.next_frame().expect("valid") {
+                    frames.push(f);
+                }
+            }
+            assert_eq!(frames.len(), 3, "piece size {piece}");
+            assert_eq!(frames[0].kind, Kind::Func);
+            assert_eq!(frames[0].flags, 2);
+            assert_eq!(frames[0].payload, b"f");
+            assert_eq!((frames[1].job, frames[1].index), (7, 3));
+            assert_eq!(frames[1].payload.len(), 1000);
+            assert_eq!(frames[2].kind, Kind::Exit);
+            assert!(frames[2].payload.is_empty());
+            assert_eq!(dec.pending(), 0);
+        }
+    }
+
+    #[test]
+    fn wanted_reports_missing_bytes() {
+        let mut wire = Vec::new();
+        encode_into(&mut wire, Kind::Result, 0, 1, 2, &[0u8; 100]);
+        let mut dec = FrameDecoder::new();
+        dec.feed(&wire[..30]);
+        assert_eq!(dec.wanted(), wire.len() - 30);
+        assert_eq!(dec.next_frame(), Ok(None));
+    }
+
+    #[test]
+    fn rejects_unknown_kind_and_short_length() {
+        let mut wire = header(Kind::Task, 0, 0, 0, 0).to_vec();
+        wire[4] = 99;
+        let mut dec = FrameDecoder::new();
+        dec.feed(&wire);
+        assert_eq!(dec.next_frame(), Err(ProtocolError::UnknownKind(99)));
+
+        let mut short = header(Kind::Task, 0, 0, 0, 0).to_vec();
+        short[0..4].copy_from_slice(&3u32.to_le_bytes());
+        let mut dec = FrameDecoder::new();
+        dec.feed(&short);
+        assert_eq!(dec.next_frame(), Err(ProtocolError::TooShort(3)));
+    }
+
+    #[test]
+    fn enums_round_trip() {
+        for k in [1u8, 2, 3, 4, 5, 6, 10, 11] {
+            assert_eq!(Kind::from_u8(k).map(|k| k as u8), Some(k));
+        }
+        for s in 0u8..=5 {
+            assert_eq!(ResultStatus::from_u8(s).map(|s| s as u8), Some(s));
+        }
+        assert_eq!(CallMode::from_u8(3), None);
+    }
+}

@@ -1,0 +1,257 @@
+//! Thin PyO3 wrappers over the engine: `Engine` (one per pool) and `Job`
+//! (one per submitted call). They convert arguments, release the GIL around
+//! every wait and hand bytes across; all logic lives in the engine modules.
+
+use std::ffi::OsString;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyStopIteration, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use crate::engine::{Command, Engine, EngineConfig, Phase, ServiceEvent};
+use crate::errors::EngineError;
+use crate::jobs::Job;
+use crate::protocol::CallMode;
+use crate::scheduler::Task;
+use crate::supervisor::Launcher;
+use crate::wait::blocking_wait;
+
+#[pyclass(module = "ferropool._native", name = "Engine", frozen)]
+pub struct PyEngine {
+    engine: Engine,
+    next_job: AtomicU64,
+}
+
+fn dup_fd(fd: RawFd) -> PyResult<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on a caller-provided fd returns a fresh fd or -1.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if new < 0 {
+        return Err(EngineError::Io(std::io::Error::last_os_error()).into());
+    }
+    // SAFETY: `new` is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Running => "RUN",
+        Phase::Closing => "CLOSE",
+        Phase::Terminating => "TERMINATE",
+        Phase::Finished => "FINISHED",
+    }
+}
+
+#[pymethods]
+impl PyEngine {
+    /// Starts the engine thread and the first workers. Exactly one of
+    /// `spawn_argv` (spawn a fresh interpreter per worker) and `zygote_fd`
+    /// (ask a zygote to fork them) is given. Fds passed in are duplicated;
+    /// the caller keeps its own.
+    #[new]
+    #[pyo3(signature = (processes, *, spawn_argv=None, inherited_fds=Vec::new(), zygote_fd=None,
+                        prepare=None, setup=None, tasks_per_worker=None, prefetch=2,
+                        first_worker_number=1, boot_failure_limit=3))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        processes: usize,
+        spawn_argv: Option<Vec<OsString>>,
+        inherited_fds: Vec<RawFd>,
+        zygote_fd: Option<RawFd>,
+        prepare: Option<Vec<u8>>,
+        setup: Option<Vec<u8>>,
+        tasks_per_worker: Option<u64>,
+        prefetch: usize,
+        first_worker_number: u64,
+        boot_failure_limit: u32,
+    ) -> PyResult<Self> {
+        if processes == 0 {
+            return Err(PyValueError::new_err("Number of processes must be at least 1"));
+        }
+        let launcher = match (spawn_argv, zygote_fd) {
+            (Some(argv), None) => {
+                let fds = inherited_fds.into_iter().map(dup_fd).collect::<PyResult<Vec<_>>>()?;
+                Launcher::spawn(argv, fds).map_err(EngineError::Io)?
+            }
+            (None, Some(fd)) => Launcher::zygote(dup_fd(fd)?).map_err(EngineError::Io)?,
+            _ => return Err(PyValueError::new_err("give exactly one of spawn_argv and zygote_fd")),
+        };
+        let config = EngineConfig {
+            processes,
+            tasks_per_worker,
+            prefetch,
+            first_worker_number,
+            prepare,
+            setup,
+            boot_failure_limit: boot_failure_limit.max(1),
+        };
+        let engine = Engine::start(config, launcher).map_err(EngineError::Io)?;
+        Ok(PyEngine {
+            engine,
+            next_job: AtomicU64::new(1),
+        })
+    }
+
+    /// Registers a job: its pickled function and how to call it
+    /// (0 apply, 1 map, 2 starmap).
+    fn new_job(&self, func: Vec<u8>, mode: u8, has_callback: bool) -> PyResult<PyJob> {
+        let mode = CallMode::from_u8(mode).ok_or_else(|| PyValueError::new_err(format!("bad call mode {mode}")))?;
+        let id = self.next_job.fetch_add(1, Ordering::Relaxed);
+        let job = Job::new(id, has_callback);
+        self.send(Command::AddJob {
+            job: Arc::clone(&job),
+            mode,
+            func,
+        })?;
+        Ok(PyJob { job })
+    }
+
+    /// Adds tasks numbered `start`, `start + 1`, … (each a bytes object) to
+    /// `job`; `close` says no more will follow.
+    fn add_tasks(&self, job: &PyJob, start: u64, payloads: &Bound<'_, PyList>, close: bool) -> PyResult<()> {
+        let mut tasks = Vec::with_capacity(payloads.len());
+        for (i, item) in payloads.iter().enumerate() {
+            let bytes = item.cast::<PyBytes>()?;
+            tasks.push(Task {
+                job: job.job.id,
+                index: start + i as u64,
+                payload: bytes.as_bytes().to_vec(),
+            });
+        }
+        job.job.add_submitted(tasks.len() as u64);
+        self.send(Command::AddTasks {
+            job: Arc::clone(&job.job),
+            tasks,
+            close,
+        })
+    }
+
+    fn close(&self) -> PyResult<()> {
+        self.send(Command::Close).or(Ok(()))
+    }
+
+    fn terminate(&self) -> PyResult<()> {
+        self.send(Command::Terminate).or(Ok(()))
+    }
+
+    /// Waits for the engine thread to finish (after `close` or `terminate`).
+    #[pyo3(signature = (timeout=None))]
+    fn wait_finished(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let done = blocking_wait(py, &self.engine.shared.status, timeout, |s| s.phase == Phase::Finished)?;
+        if done {
+            py.detach(|| self.engine.reap_thread());
+        }
+        Ok(done)
+    }
+
+    /// (phase, broken reason or None, live worker pids).
+    fn status(&self) -> (&'static str, Option<String>, Vec<i32>) {
+        let s = self.engine.shared.status.lock();
+        (phase_name(s.phase), s.broken.clone(), s.pids.clone())
+    }
+
+    /// For the pool's service thread: waits for events, forwards engine log
+    /// lines to Python's `logging`, and returns the ids of jobs whose
+    /// callbacks are due. Returns None once the engine has ended and every
+    /// event was handed out.
+    #[pyo3(signature = (timeout=None))]
+    fn service_next(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Vec<u64>>> {
+        let service = &self.engine.shared.service;
+        blocking_wait(py, service, timeout, |q| !q.events.is_empty() || q.engine_done)?;
+        let (events, done) = service.update(|q| (q.events.drain(..).collect::<Vec<_>>(), q.engine_done));
+        let mut jobs = Vec::new();
+        for event in events {
+            match event {
+                ServiceEvent::JobComplete(id) => jobs.push(id),
+                // The GIL is held here, so pyo3-log can forward at once.
+                ServiceEvent::Log(level, message) => log::log!(target: "ferropool", level, "{message}"),
+            }
+        }
+        if jobs.is_empty() && done {
+            return Ok(None);
+        }
+        Ok(Some(jobs))
+    }
+}
+
+impl PyEngine {
+    fn send(&self, command: Command) -> PyResult<()> {
+        self.engine
+            .send(command)
+            .map_err(|_| EngineError::Stopped.into())
+    }
+}
+
+/// The Python-side handle of one job's outcomes.
+#[pyclass(module = "ferropool._native", name = "Job", frozen)]
+pub struct PyJob {
+    job: Arc<Job>,
+}
+
+type Outcome = (u64, u8, Py<PyBytes>);
+
+#[pymethods]
+impl PyJob {
+    #[getter]
+    fn id(&self) -> u64 {
+        self.job.id
+    }
+
+    /// Waits until the job is ready; returns whether it is.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        blocking_wait(py, &self.job.progress, timeout, |p| p.ready)
+    }
+
+    fn ready(&self) -> bool {
+        self.job.progress.lock().ready
+    }
+
+    fn complete(&self) -> bool {
+        self.job.progress.lock().complete
+    }
+
+    fn mark_ready(&self) {
+        self.job.mark_ready();
+    }
+
+    /// Takes every outcome that has arrived: (index, status, payload).
+    fn take(&self, py: Python<'_>) -> Vec<Outcome> {
+        self.job
+            .take_arrived()
+            .into_iter()
+            .map(|o| (o.index, o.status as u8, PyBytes::new(py, &o.payload).unbind()))
+            .collect()
+    }
+
+    /// Waits for the next outcome in arrival order. Returns None on timeout;
+    /// raises StopIteration once the job is complete and all were taken.
+    #[pyo3(signature = (timeout=None))]
+    fn next_outcome(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Outcome>> {
+        let arrived = blocking_wait(py, &self.job.progress, timeout, |p| !p.arrived.is_empty() || p.complete)?;
+        if !arrived {
+            return Ok(None);
+        }
+        let next = self.job.progress.update(|p| p.arrived.pop_front());
+        match next {
+            Some(o) => Ok(Some((o.index, o.status as u8, PyBytes::new(py, &o.payload).unbind()))),
+            None => Err(PyStopIteration::new_err(())),
+        }
+    }
+
+    /// For lazy feeders: waits until fewer than `limit` tasks are in flight
+    /// (submitted, no outcome yet). Outcomes waiting to be taken do not count,
+    /// so `imap(...)` followed by `close(); join()` cannot deadlock.
+    #[pyo3(signature = (limit, timeout=None))]
+    fn wait_room(&self, py: Python<'_>, limit: u64, timeout: Option<f64>) -> PyResult<bool> {
+        blocking_wait(py, &self.job.progress, timeout, |p| p.in_flight() < limit || p.complete)
+    }
+
+    /// Outcomes produced so far and tasks submitted so far.
+    fn counts(&self) -> (u64, u64) {
+        let p = self.job.progress.lock();
+        (p.received, p.submitted)
+    }
+}

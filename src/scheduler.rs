@@ -1,0 +1,348 @@
+//! Chunk scheduling: which task goes to which worker, and what happens to the
+//! tasks a worker held when it goes away. Pure bookkeeping, no I/O: the event
+//! loop turns its decisions into frames.
+//!
+//! ```text
+//!   submit ──▶ queue (FIFO over all jobs) ──fill()──▶ worker.inflight ──result──▶ deliver()
+//!                 ▲                                        │
+//!                 └──────── requeue (prefetched, unstarted) ┘ worker lost: the first
+//!                                                              in-flight task fails
+//! ```
+//!
+//! A worker runs its tasks in the order it received them, so the first task
+//! in its in-flight list is the one it is running.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use crate::jobs::{Job, JobId, TaskOutcome};
+use crate::protocol::{self, CallMode, Kind, ResultStatus};
+
+pub struct Task {
+    pub job: JobId,
+    pub index: u64,
+    pub payload: Vec<u8>,
+}
+
+struct JobEntry {
+    job: Arc<Job>,
+    mode: CallMode,
+    func: Arc<Vec<u8>>,
+    /// Tasks of this job queued or in flight.
+    outstanding: u64,
+    input_closed: bool,
+}
+
+/// The scheduler's view of one worker.
+#[derive(Default)]
+pub struct WorkerSlot {
+    pub inflight: VecDeque<Task>,
+    /// Jobs whose function this worker has cached.
+    pub known_funcs: HashSet<JobId>,
+    /// Tasks handed to this worker over its life (for maxtasksperchild).
+    pub taken: u64,
+    pub task_limit: Option<u64>,
+}
+
+impl WorkerSlot {
+    pub fn new(task_limit: Option<u64>) -> Self {
+        WorkerSlot {
+            task_limit,
+            ..WorkerSlot::default()
+        }
+    }
+
+    /// The worker has been given every task it may ever run.
+    pub fn exhausted(&self) -> bool {
+        self.task_limit.is_some_and(|limit| self.taken >= limit)
+    }
+}
+
+/// What delivering an outcome changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// The job now has every outcome (its handle's waiters were woken).
+    pub job_complete: bool,
+    /// The job has no tasks left anywhere; workers may drop its function.
+    pub job_finished: bool,
+    /// The job completed and has callbacks for the service thread to run.
+    pub notify_service: bool,
+}
+
+pub struct Scheduler {
+    queue: VecDeque<Task>,
+    jobs: HashMap<JobId, JobEntry>,
+    prefetch: usize,
+}
+
+impl Scheduler {
+    pub fn new(prefetch: usize) -> Self {
+        Scheduler {
+            queue: VecDeque::new(),
+            jobs: HashMap::new(),
+            prefetch: prefetch.max(1),
+        }
+    }
+
+    pub fn add_job(&mut self, job: Arc<Job>, mode: CallMode, func: Vec<u8>) {
+        self.jobs.insert(
+            job.id,
+            JobEntry {
+                job,
+                mode,
+                func: Arc::new(func),
+                outstanding: 0,
+                input_closed: false,
+            },
+        );
+    }
+
+    /// Queues a task. A task for an unknown job is answered at once with a
+    /// `PoolBroken` outcome by the caller; here it is simply refused.
+    pub fn add_task(&mut self, task: Task) -> bool {
+        match self.jobs.get_mut(&task.job) {
+            Some(entry) => {
+                entry.outstanding += 1;
+                self.queue.push_back(task);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// No more tasks for `job`. Returns whether the job is finished.
+    pub fn close_job_input(&mut self, job: JobId) -> Delivered {
+        let Some(entry) = self.jobs.get_mut(&job) else {
+            return Delivered::default();
+        };
+        entry.input_closed = true;
+        let job_complete = entry.job.close_input();
+        let notify_service = job_complete && entry.job.has_callback;
+        let job_finished = entry.outstanding == 0;
+        if job_finished {
+            self.jobs.remove(&job);
+        }
+        Delivered {
+            job_complete,
+            job_finished,
+            notify_service,
+        }
+    }
+
+    pub fn job_handle(&self, job: JobId) -> Option<Arc<Job>> {
+        self.jobs.get(&job).map(|e| Arc::clone(&e.job))
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn has_jobs(&self) -> bool {
+        !self.jobs.is_empty()
+    }
+
+    /// Whether this worker should get another task now.
+    fn wants_task(&self, slot: &WorkerSlot, depth: usize) -> bool {
+        slot.inflight.len() < depth && !slot.exhausted()
+    }
+
+    /// Hands queued tasks to workers, one at a time in turn so that every idle
+    /// worker gets work before any worker gets a prefetched second task.
+    /// Frames for each worker are appended to its output buffer.
+    pub fn fill<'a>(&mut self, workers: impl Iterator<Item = (&'a mut WorkerSlot, &'a mut Vec<u8>)>) {
+        let mut workers: Vec<_> = workers.collect();
+        for depth in 1..=self.prefetch {
+            for (slot, out) in workers.iter_mut() {
+                if self.queue.is_empty() {
+                    return;
+                }
+                if self.wants_task(slot, depth) {
+                    self.assign_one(slot, out);
+                }
+            }
+        }
+    }
+
+    fn assign_one(&mut self, slot: &mut WorkerSlot, out: &mut Vec<u8>) {
+        let Some(task) = self.queue.pop_front() else {
+            return;
+        };
+        if let Some(entry) = self.jobs.get(&task.job) {
+            if slot.known_funcs.insert(task.job) {
+                protocol::encode_into(out, Kind::Func, entry.mode as u8, task.job, 0, &entry.func);
+            }
+        }
+        protocol::encode_into(out, Kind::Task, 0, task.job, task.index, &task.payload);
+        slot.taken += 1;
+        slot.inflight.push_back(task);
+    }
+
+    /// Records the outcome of a task a worker reported.
+    pub fn complete(&mut self, slot: &mut WorkerSlot, outcome: TaskOutcome, job: JobId) -> Delivered {
+        // The worker answers in order, so this is almost always the front.
+        let pos = slot
+            .inflight
+            .iter()
+            .position(|t| t.job == job && t.index == outcome.index);
+        if let Some(pos) = pos {
+            slot.inflight.remove(pos);
+        }
+        self.deliver(job, outcome)
+    }
+
+    /// Gives `job` an outcome made by the engine or reported by a worker.
+    pub fn deliver(&mut self, job: JobId, outcome: TaskOutcome) -> Delivered {
+        let Some(entry) = self.jobs.get_mut(&job) else {
+            return Delivered::default();
+        };
+        entry.outstanding = entry.outstanding.saturating_sub(1);
+        let job_complete = entry.job.deliver(outcome);
+        let notify_service = job_complete && entry.job.has_callback;
+        let job_finished = entry.input_closed && entry.outstanding == 0;
+        if job_finished {
+            self.jobs.remove(&job);
+        }
+        Delivered {
+            job_complete,
+            job_finished,
+            notify_service,
+        }
+    }
+
+    /// A worker went away. The task it was running (if `running_lost`) is
+    /// returned so the caller can fail it; the prefetched ones go back to the
+    /// front of the queue in their original order.
+    pub fn worker_gone(&mut self, slot: &mut WorkerSlot, running_lost: bool) -> Option<Task> {
+        let mut tasks = std::mem::take(&mut slot.inflight);
+        slot.known_funcs.clear();
+        let lost = if running_lost { tasks.pop_front() } else { None };
+        while let Some(task) = tasks.pop_back() {
+            self.queue.push_front(task);
+        }
+        lost
+    }
+
+    /// Fails every queued task (and every task still in the given slots) with
+    /// the same status and message; used when the pool breaks or terminates.
+    pub fn fail_everything<'a>(
+        &mut self,
+        slots: impl Iterator<Item = &'a mut WorkerSlot>,
+        status: ResultStatus,
+        message: &str,
+    ) -> Vec<JobId> {
+        let mut tasks: Vec<Task> = self.queue.drain(..).collect();
+        for slot in slots {
+            tasks.extend(slot.inflight.drain(..));
+            slot.known_funcs.clear();
+        }
+        let mut completed = Vec::new();
+        for task in tasks {
+            let outcome = TaskOutcome {
+                index: task.index,
+                status,
+                payload: message.as_bytes().to_vec(),
+            };
+            if self.deliver(task.job, outcome).notify_service {
+                completed.push(task.job);
+            }
+        }
+        completed
+    }
+
+    /// Jobs still open for input (their feeders may add more tasks).
+    pub fn open_jobs(&self) -> Vec<Arc<Job>> {
+        self.jobs.values().map(|e| Arc::clone(&e.job)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::FrameDecoder;
+
+    fn frames(out: &[u8]) -> Vec<(Kind, u64, u64)> {
+        let mut dec = FrameDecoder::new();
+        dec.feed(out);
+        let mut v = Vec::new();
+        while let Some(f) = dec.next_frame().expect("frame") {
+            v.push((f.kind, f.job, f.index));
+        }
+        v
+    }
+
+    fn setup(tasks: u64) -> (Scheduler, Arc<Job>) {
+        let mut s = Scheduler::new(2);
+        let job = Job::new(1, false);
+        s.add_job(Arc::clone(&job), CallMode::Map, b"func".to_vec());
+        for i in 0..tasks {
+            job.add_submitted(1);
+            assert!(s.add_task(Task { job: 1, index: i, payload: vec![i as u8] }));
+        }
+        (s, job)
+    }
+
+    fn ok(i: u64) -> TaskOutcome {
+        TaskOutcome { index: i, status: ResultStatus::Ok, payload: vec![] }
+    }
+
+    #[test]
+    fn fill_spreads_before_prefetching_and_sends_func_once() {
+        let (mut s, _) = setup(5);
+        let mut a = (WorkerSlot::new(None), Vec::new());
+        let mut b = (WorkerSlot::new(None), Vec::new());
+        s.fill([(&mut a.0, &mut a.1), (&mut b.0, &mut b.1)].into_iter());
+        assert_eq!(frames(&a.1), vec![(Kind::Func, 1, 0), (Kind::Task, 1, 0), (Kind::Task, 1, 2)]);
+        assert_eq!(frames(&b.1), vec![(Kind::Func, 1, 0), (Kind::Task, 1, 1), (Kind::Task, 1, 3)]);
+        assert_eq!(s.queued(), 1);
+    }
+
+    #[test]
+    fn task_limit_is_respected() {
+        let (mut s, _) = setup(3);
+        let mut a = (WorkerSlot::new(Some(1)), Vec::new());
+        s.fill([(&mut a.0, &mut a.1)].into_iter());
+        assert_eq!(a.0.inflight.len(), 1);
+        assert!(a.0.exhausted());
+        assert_eq!(s.queued(), 2);
+    }
+
+    #[test]
+    fn lost_worker_fails_running_task_and_requeues_rest_in_order() {
+        let (mut s, _) = setup(4);
+        let mut a = (WorkerSlot::new(None), Vec::new());
+        s.fill([(&mut a.0, &mut a.1)].into_iter());
+        let lost = s.worker_gone(&mut a.0, true).expect("running task");
+        assert_eq!(lost.index, 0);
+        let mut b = (WorkerSlot::new(None), Vec::new());
+        s.fill([(&mut b.0, &mut b.1)].into_iter());
+        let order: Vec<u64> = b.0.inflight.iter().map(|t| t.index).collect();
+        assert_eq!(order, vec![1, 2]);
+    }
+
+    #[test]
+    fn job_finishes_when_closed_and_all_outcomes_in() {
+        let (mut s, job) = setup(2);
+        let mut a = (WorkerSlot::new(None), Vec::new());
+        s.fill([(&mut a.0, &mut a.1)].into_iter());
+        assert_eq!(s.complete(&mut a.0, ok(0), 1), Delivered::default());
+        let d = s.complete(&mut a.0, ok(1), 1);
+        assert!(!d.job_finished, "input still open");
+        let d = s.close_job_input(1);
+        assert!(d.job_complete && d.job_finished);
+        assert!(job.progress.lock().ready);
+        assert!(!s.has_jobs());
+    }
+
+    #[test]
+    fn fail_everything_completes_jobs() {
+        let (mut s, job) = setup(3);
+        s.close_job_input(1);
+        let mut a = (WorkerSlot::new(None), Vec::new());
+        s.fill([(&mut a.0, &mut a.1)].into_iter());
+        let done = s.fail_everything([&mut a.0].into_iter(), ResultStatus::PoolBroken, "gone");
+        assert!(done.is_empty(), "no callbacks to notify");
+        let p = job.progress.lock();
+        assert!(p.ready);
+        assert!(p.arrived.iter().all(|o| o.status == ResultStatus::PoolBroken));
+    }
+}

@@ -1,0 +1,291 @@
+//! Starting workers and learning how they ended.
+//!
+//! Two ways to start a worker, chosen by the start method:
+//!
+//! ```text
+//!  spawn:      engine ──fork+exec──▶ python -c "...spawn_main()"   (child of the engine;
+//!                                     socket on fd 3, inherited fds  reaped here by try_wait)
+//!                                     from fd 4 on
+//!  fork,       engine ──request + socket (SCM_RIGHTS)──▶ zygote ──fork──▶ worker
+//!  forkserver:        ◀── started(number, pid) / exited(pid, status) ──┘
+//! ```
+//!
+//! The zygote is a single-threaded helper process made by the Python side
+//! before this engine's thread starts (a fork of the caller for `fork`, a
+//! fresh interpreter that imported `__main__` for `forkserver`), so no process
+//! that runs engine threads is ever forked. Its records are three
+//! little-endian u64: `(1, number, pid)` started, `(2, pid, wait status)` exited.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{self, IoSlice, Read};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command};
+
+use nix::sys::signal::Signal;
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+
+/// fd number of the worker's socket in a spawned worker.
+pub const SPAWN_SOCKET_FD: RawFd = 3;
+/// First fd number of the inherited setup fds in a spawned worker.
+pub const SPAWN_FIRST_INHERITED_FD: RawFd = 4;
+const ZYGOTE_RECORD: usize = 24;
+
+/// How a worker process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitInfo {
+    Code(i32),
+    Signal(i32),
+    Unknown,
+}
+
+impl ExitInfo {
+    pub fn from_wait_status(status: i32) -> ExitInfo {
+        if libc::WIFEXITED(status) {
+            ExitInfo::Code(libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            ExitInfo::Signal(libc::WTERMSIG(status))
+        } else {
+            ExitInfo::Unknown
+        }
+    }
+
+    pub fn from_exit_status(status: std::process::ExitStatus) -> ExitInfo {
+        match (status.code(), status.signal()) {
+            (Some(code), _) => ExitInfo::Code(code),
+            (None, Some(sig)) => ExitInfo::Signal(sig),
+            _ => ExitInfo::Unknown,
+        }
+    }
+}
+
+impl fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ExitInfo::Code(code) => write!(f, "exited with code {code}"),
+            ExitInfo::Signal(sig) => {
+                let name = Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("unknown signal");
+                write!(f, "was killed by signal {sig} ({name})")?;
+                if sig == libc::SIGKILL {
+                    write!(f, "; the out-of-memory killer is a common cause")?;
+                }
+                Ok(())
+            }
+            ExitInfo::Unknown => write!(f, "ended for an unknown reason"),
+        }
+    }
+}
+
+pub enum ZygoteEvent {
+    Started { number: u64, pid: i32 },
+    Exited { pid: i32, info: ExitInfo },
+}
+
+pub enum Launcher {
+    Spawn {
+        argv: Vec<OsString>,
+        /// Kept open for the pool's life; each worker gets them from fd 4 on.
+        inherited: Vec<OwnedFd>,
+    },
+    Zygote {
+        control: UnixStream,
+        partial: Vec<u8>,
+    },
+}
+
+/// A worker that has been asked for.
+pub struct Launched {
+    /// The engine's end of the worker's socket (non-blocking).
+    pub sock: UnixStream,
+    /// Spawned workers are the engine's own children.
+    pub child: Option<Child>,
+}
+
+impl Launcher {
+    pub fn spawn(argv: Vec<OsString>, inherited: Vec<OwnedFd>) -> io::Result<Launcher> {
+        // Move the fds well above the numbers they will take in the child, so
+        // the dup2 calls there cannot overwrite one another.
+        let inherited = inherited
+            .into_iter()
+            .map(|fd| dup_above(fd.as_raw_fd(), 100))
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Launcher::Spawn { argv, inherited })
+    }
+
+    pub fn zygote(control: OwnedFd) -> io::Result<Launcher> {
+        let control = UnixStream::from(control);
+        control.set_nonblocking(true)?;
+        Ok(Launcher::Zygote {
+            control,
+            partial: Vec::new(),
+        })
+    }
+
+    /// The zygote's control socket, to poll for its records.
+    pub fn control_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        match self {
+            Launcher::Zygote { control, .. } => Some(control.as_fd()),
+            Launcher::Spawn { .. } => None,
+        }
+    }
+
+    pub fn launch(&mut self, number: u64) -> io::Result<Launched> {
+        let (ours, theirs) = UnixStream::pair()?;
+        ours.set_nonblocking(true)?;
+        match self {
+            Launcher::Spawn { argv, inherited } => {
+                let child = spawn_worker(argv, &theirs, inherited)?;
+                Ok(Launched {
+                    sock: ours,
+                    child: Some(child),
+                })
+            }
+            Launcher::Zygote { control, .. } => {
+                let mut record = [0u8; ZYGOTE_RECORD];
+                record[0..8].copy_from_slice(&1u64.to_le_bytes());
+                record[8..16].copy_from_slice(&number.to_le_bytes());
+                let fds = [theirs.as_raw_fd()];
+                let cmsg = [ControlMessage::ScmRights(&fds)];
+                // A 24-byte record on a socket we never fill: this does not block
+                // in practice; if the zygote is gone it fails and the caller
+                // treats the pool as broken.
+                control.set_nonblocking(false)?;
+                let sent = sendmsg::<()>(
+                    control.as_raw_fd(),
+                    &[IoSlice::new(&record)],
+                    &cmsg,
+                    MsgFlags::empty(),
+                    None,
+                );
+                control.set_nonblocking(true)?;
+                match sent {
+                    Ok(n) if n == ZYGOTE_RECORD => Ok(Launched {
+                        sock: ours,
+                        child: None,
+                    }),
+                    Ok(_) => Err(io::Error::new(io::ErrorKind::WriteZero, "short write to the zygote")),
+                    Err(e) => Err(io::Error::from(e)),
+                }
+            }
+        }
+    }
+
+    /// Reads every complete record the zygote has sent. `Err` means the
+    /// zygote is gone.
+    pub fn zygote_events(&mut self) -> io::Result<Vec<ZygoteEvent>> {
+        let Launcher::Zygote { control, partial } = self else {
+            return Ok(Vec::new());
+        };
+        let mut buf = [0u8; 4096];
+        loop {
+            match control.read(&mut buf) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "zygote exited")),
+                Ok(n) => partial.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let mut events = Vec::new();
+        let whole = partial.len() / ZYGOTE_RECORD * ZYGOTE_RECORD;
+        for rec in partial[..whole].chunks_exact(ZYGOTE_RECORD) {
+            let word = |i: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&rec[i * 8..i * 8 + 8]);
+                u64::from_le_bytes(b)
+            };
+            match word(0) {
+                1 => events.push(ZygoteEvent::Started {
+                    number: word(1),
+                    pid: word(2) as i32,
+                }),
+                2 => events.push(ZygoteEvent::Exited {
+                    pid: word(1) as i32,
+                    info: ExitInfo::from_wait_status(word(2) as i32),
+                }),
+                // Unknown records come from a newer zygote; nothing to do.
+                _ => {}
+            }
+        }
+        partial.drain(..whole);
+        Ok(events)
+    }
+}
+
+fn dup_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor we own or -1.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a fresh, valid descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+fn spawn_worker(argv: &[OsString], sock: &UnixStream, inherited: &[OwnedFd]) -> io::Result<Child> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty worker command line"));
+    };
+    let sock_fd = dup_above(sock.as_raw_fd(), 100)?;
+    let sock_raw = sock_fd.as_raw_fd();
+    let inherited_raw: Vec<RawFd> = inherited.iter().map(|fd| fd.as_raw_fd()).collect();
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // makes async-signal-safe calls (dup2, prctl).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(sock_raw, SPAWN_SOCKET_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            for (i, fd) in inherited_raw.iter().enumerate() {
+                if libc::dup2(*fd, SPAWN_FIRST_INHERITED_FD + i as RawFd) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            // Die with the engine thread that started us: no orphans.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_info_describes_codes_and_signals() {
+        assert_eq!(ExitInfo::Code(3).to_string(), "exited with code 3");
+        let killed = ExitInfo::Signal(libc::SIGKILL).to_string();
+        assert!(killed.contains("signal 9 (SIGKILL)"), "{killed}");
+        assert!(killed.contains("out-of-memory"));
+        let segv = ExitInfo::Signal(libc::SIGSEGV).to_string();
+        assert!(segv.contains("SIGSEGV") && !segv.contains("memory killer"));
+    }
+
+    #[test]
+    fn wait_status_decoding() {
+        assert_eq!(ExitInfo::from_wait_status(2 << 8), ExitInfo::Code(2));
+        assert_eq!(ExitInfo::from_wait_status(libc::SIGTERM), ExitInfo::Signal(libc::SIGTERM));
+    }
+
+    #[test]
+    fn spawned_child_gets_socket_on_fd_3() {
+        let mut launcher = Launcher::spawn(
+            vec!["/bin/sh".into(), "-c".into(), "echo hi >&3".into()],
+            Vec::new(),
+        )
+        .expect("launcher");
+        let mut launched = launcher.launch(1).expect("launch");
+        launched.sock.set_nonblocking(false).expect("blocking");
+        let mut got = String::new();
+        launched.sock.read_to_string(&mut got).expect("read");
+        assert_eq!(got, "hi\n");
+        let status = launched.child.as_mut().expect("child").wait().expect("wait");
+        assert_eq!(ExitInfo::from_exit_status(status), ExitInfo::Code(0));
+    }
+}
