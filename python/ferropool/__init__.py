@@ -1,0 +1,67 @@
+"""ferropool: a drop-in ``multiprocessing.Pool`` with a Rust core.
+
+    import ferropool as multiprocessing      # everything else is the stdlib's
+    from ferropool import Pool
+
+Every name of the stdlib's ``multiprocessing`` is available here; ``Pool`` and
+``get_context`` are ferropool's, the rest are re-exported unchanged.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing as _mp
+from multiprocessing import (  # noqa: F401  (re-exported for drop-in use)
+    Array,
+    AuthenticationError,
+    Barrier,
+    BoundedSemaphore,
+    BufferTooShort,
+    Condition,
+    Event,
+    JoinableQueue,
+    Lock,
+    Manager,
+    Pipe,
+    Process,
+    ProcessError,
+    Queue,
+    RawArray,
+    RawValue,
+    RLock,
+    Semaphore,
+    SimpleQueue,
+    TimeoutError,
+    Value,
+    active_children,
+    allow_connection_pickling,
+    cpu_count,
+    current_process,
+    freeze_support,
+    get_all_start_methods,
+    get_logger,
+    get_start_method,
+    log_to_stderr,
+    parent_process,
+    reducer,
+    set_executable,
+    set_forkserver_preload,
+    set_start_method,
+)
+from typing import Any
+
+from ._errors import BrokenProcessPool, RemoteTaskError, WorkerLostError
+from .context import get_context
+from .pool import Pool
+
+__version__ = "0.1.0"
+
+__all__ = list(_mp.__all__) + ["BrokenProcessPool", "RemoteTaskError", "WorkerLostError"]
+
+
+def __getattr__(name: str) -> Any:
+    # `ferropool.shared_memory`, `ferropool.managers`, ...: the stdlib's submodules.
+    try:
+        return importlib.import_module(f"multiprocessing.{name}")
+    except ImportError:
+        raise AttributeError(f"module 'ferropool' has no attribute {name!r}") from None

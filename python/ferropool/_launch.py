@@ -1,0 +1,182 @@
+"""Start methods: turning (start method, setup) into a running engine.
+
+The stdlib's rules decide the method: an explicit context, else the
+process-wide default (``multiprocessing.set_start_method``). Then:
+
+* ``fork``: fork a zygote from the caller now, before this pool's engine
+  thread exists; the zygote forks every worker, so workers are copies of the
+  parent as it was when the pool was made (as with the stdlib).
+* ``forkserver``: start a fresh interpreter as the zygote; it prepares
+  ``__main__`` once (as the stdlib's fork server does) and forks workers.
+* ``spawn``: the engine starts a fresh interpreter per worker and sends it the
+  preparation data and the pickled setup.
+
+Objects in ``initargs`` that travel by file descriptor (``Value``, ``Array``,
+queues) are pickled the way the stdlib pickles them for a child: with a
+"spawning popen" in place that collects their fds.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import struct
+import subprocess
+from dataclasses import dataclass
+from multiprocessing import context as mp_context
+from multiprocessing import process, spawn, util
+from multiprocessing.reduction import ForkingPickler
+from typing import Any, Callable, List, Optional
+
+from . import _native
+from ._worker import InheritedFd, WorkerSetup, zygote_loop
+
+WORKER_NAMES = {
+    "fork": "ForkPoolWorker",
+    "spawn": "SpawnPoolWorker",
+    "forkserver": "ForkServerPoolWorker",
+}
+
+
+def start_method_of(ctx: Any) -> str:
+    """The start method a (stdlib or ferropool) context stands for."""
+    if ctx is None:
+        ctx = mp_context._default_context
+    method = ctx.get_start_method()
+    if method not in WORKER_NAMES:
+        raise ValueError(f"ferropool does not support the start method {method!r}")
+    return method
+
+
+class FdCollector:
+    """Plays the stdlib's spawning Popen while a setup is pickled: objects
+    that travel by fd register theirs here and pickle an `InheritedFd`."""
+
+    DupFd = InheritedFd
+
+    def __init__(self) -> None:
+        self.fds: List[int] = []
+
+    def duplicate_for_child(self, fd: int) -> int:
+        self.fds.append(fd)
+        return len(self.fds) - 1
+
+    def dumps(self, obj: Any) -> bytes:
+        mp_context.set_spawning_popen(self)
+        try:
+            return bytes(ForkingPickler.dumps(obj))
+        finally:
+            mp_context.set_spawning_popen(None)
+
+
+@dataclass
+class Started:
+    engine: Any
+    # Waits for helper processes (the zygote) after the engine finished.
+    reap: Callable[[], None]
+
+
+def reserve_worker_numbers(count: int) -> int:
+    """Worker names continue the stdlib's process counter (ForkPoolWorker-N)."""
+    first = next(process._process_counter)
+    for _ in range(count - 1):
+        next(process._process_counter)
+    return first
+
+
+def _interpreter_argv(code: str) -> List[str]:
+    flags = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+    return [os.fsdecode(spawn.get_executable()), *flags, "-c", code]
+
+
+def start_engine(
+    method: str,
+    processes: int,
+    initializer: Optional[Callable[..., Any]],
+    initargs: Any,
+    tasks_per_worker: Optional[int],
+) -> Started:
+    setup = WorkerSetup(
+        initializer=initializer,
+        initargs=tuple(initargs),
+        start_method=method,
+        name_prefix=WORKER_NAMES[method],
+        parent_pid=os.getpid(),
+    )
+    common = dict(
+        tasks_per_worker=tasks_per_worker,
+        first_worker_number=reserve_worker_numbers(processes),
+        boot_failure_limit=max(3, processes),
+    )
+    if method == "spawn":
+        return _start_spawn(processes, setup, common)
+    if method == "forkserver":
+        return _start_forkserver(processes, setup, common)
+    return _start_fork(processes, setup, common)
+
+
+def _start_spawn(processes: int, setup: WorkerSetup, common: dict) -> Started:
+    fds = FdCollector()
+    setup_bytes = fds.dumps(setup)
+    prepare = fds.dumps(spawn.get_preparation_data(setup.name_prefix))
+    argv = _interpreter_argv("from ferropool._worker import spawn_main; spawn_main()")
+    engine = _native.Engine(
+        processes,
+        spawn_argv=argv,
+        inherited_fds=fds.fds,
+        prepare=prepare,
+        setup=pickle.dumps((len(fds.fds), setup_bytes)),
+        **common,
+    )
+    return Started(engine, lambda: None)
+
+
+def _start_forkserver(processes: int, setup: WorkerSetup, common: dict) -> Started:
+    fds = FdCollector()
+    setup_bytes = fds.dumps(setup)
+    prepare = fds.dumps(spawn.get_preparation_data(setup.name_prefix))
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        argv = _interpreter_argv(
+            f"from ferropool._worker import forkserver_main; forkserver_main({theirs.fileno()})"
+        )
+        zygote = subprocess.Popen(argv, pass_fds=[theirs.fileno(), *fds.fds])
+        blob = pickle.dumps((prepare, fds.fds, setup_bytes))
+        try:
+            ours.sendall(struct.pack("<Q", len(blob)) + blob)
+            engine = _native.Engine(processes, zygote_fd=ours.fileno(), **common)
+        except BaseException:
+            zygote.kill()
+            zygote.wait()
+            raise
+    return Started(engine, zygote.wait)
+
+
+def _start_fork(processes: int, setup: WorkerSetup, common: dict) -> Started:
+    ours, theirs = socket.socketpair()
+    util._flush_std_streams()
+    pid = os.fork()
+    if pid == 0:  # the zygote
+        try:
+            ours.close()
+            zygote_loop(theirs, setup, forked_from_parent=True)
+        finally:
+            os._exit(1)
+    theirs.close()
+    with ours:
+        try:
+            engine = _native.Engine(processes, zygote_fd=ours.fileno(), **common)
+        except BaseException:
+            ours.close()
+            os.waitpid(pid, 0)
+            raise
+
+    def reap() -> None:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
+    return Started(engine, reap)
+

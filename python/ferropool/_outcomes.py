@@ -1,0 +1,60 @@
+"""Turning a task's (status, payload) from the engine into a value or an
+exception. The statuses mirror ``protocol::ResultStatus`` in the Rust engine;
+this is the one place where they become Python exceptions."""
+
+from __future__ import annotations
+
+import pickle
+from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
+from typing import Any, Tuple
+
+from ._errors import BrokenProcessPool, RemoteTaskError, WorkerLostError
+
+OK = 0
+RAISED = 1
+RAISED_UNPICKLABLE = 2
+ENCODING_ERROR = 3
+WORKER_LOST = 4
+POOL_BROKEN = 5
+
+Decoded = Tuple[bool, Any]
+
+
+def _remote_text_error(text: str) -> RemoteTaskError:
+    head, _, tb = text.partition("\n")
+    err = RemoteTaskError(head)
+    if tb:
+        err.__cause__ = RemoteTraceback(tb)
+    return err
+
+
+def decode(status: int, payload: bytes) -> Decoded:
+    """Returns (True, value) or (False, exception)."""
+    if status == OK:
+        try:
+            return True, pickle.loads(payload)
+        except Exception as e:
+            err = RemoteTaskError(f"the task's result could not be unpickled in the parent: {e!r}")
+            err.__cause__ = e
+            return False, err
+    if status in (RAISED, ENCODING_ERROR):
+        try:
+            return False, pickle.loads(payload)
+        except Exception as e:
+            err = RemoteTaskError(
+                f"the task raised an exception that could not be unpickled in the parent: {e!r}"
+            )
+            err.__cause__ = e
+            return False, err
+    text = payload.decode("utf-8", "replace")
+    if status == RAISED_UNPICKLABLE:
+        return False, _remote_text_error(text)
+    if status == WORKER_LOST:
+        return False, WorkerLostError(text)
+    if status == POOL_BROKEN:
+        return False, BrokenProcessPool(text)
+    return False, RuntimeError(f"unknown task status {status}: {text}")
+
+
+def encoding_error(exc: BaseException, value: Any) -> MaybeEncodingError:
+    return MaybeEncodingError(exc, value)

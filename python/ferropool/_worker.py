@@ -1,0 +1,302 @@
+"""Code that runs inside worker processes (and inside the zygote that forks
+them). The task loop itself is Rust (`_native.WorkerChannel.serve`); this
+module prepares the process the way the stdlib prepares a pool worker, then
+supplies the three small Python pieces the loop calls: load a function, run a
+task, report a function that failed to load.
+
+    spawn:      spawn_main()      <- fresh interpreter, frames Prepare + Setup
+    forkserver: forkserver_main() <- fresh interpreter, boot blob, then zygote_loop
+    fork:       zygote_loop()     <- in a fork of the parent, made at Pool creation
+    zygote_loop ──fork──▶ run_worker()
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pickle
+import select
+import signal
+import socket
+import struct
+import sys
+import traceback
+from dataclasses import dataclass
+from multiprocessing import context as mp_context
+from multiprocessing import process, util
+from multiprocessing.pool import ExceptionWithTraceback, MaybeEncodingError
+from typing import Any, Callable, Optional, Sequence
+
+from . import _native
+from ._outcomes import ENCODING_ERROR, OK, RAISED, RAISED_UNPICKLABLE
+
+APPLY, MAP, STARMAP = 0, 1, 2
+SPAWN_SOCKET_FD = 3
+SPAWN_FIRST_INHERITED_FD = 4
+KIND_PREPARE, KIND_SETUP = 5, 6
+ZYGOTE_RECORD = struct.Struct("<QQQ")
+
+# fds this process inherited for the pool's setup (see _launch.FdCollector).
+_inherited_fds: list = []
+
+
+@dataclass
+class WorkerSetup:
+    """What every worker of one pool needs before its first task."""
+
+    initializer: Optional[Callable[..., Any]]
+    initargs: Sequence[Any]
+    start_method: str
+    name_prefix: str
+    parent_pid: int
+
+
+class InheritedFd:
+    """Stands in for a file descriptor inside a pickled setup: the parent
+    records the fd; the worker finds it among the fds it inherited."""
+
+    def __init__(self, index: int):
+        self.index = index
+
+    def detach(self) -> int:
+        return _inherited_fds[self.index]
+
+
+# ----- running tasks (called from the Rust loop) ---------------------------
+
+_dumps = pickle.dumps
+_loads = pickle.loads
+
+
+def _dump_exception(exc: BaseException) -> tuple:
+    try:
+        return RAISED, _dumps(ExceptionWithTraceback(exc, exc.__traceback__))
+    except Exception:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        head = f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
+        return RAISED_UNPICKLABLE, f"{head}\n{text}".encode("utf-8", "replace")
+
+
+def run_task(mode: int, func: Callable[..., Any], payload: bytes) -> tuple:
+    """Runs one task; returns (status, pickled bytes). Exceptions that end a
+    process (SystemExit, KeyboardInterrupt) are not caught: the worker exits
+    and the engine reports the task as lost, as for any other death."""
+    try:
+        args = _loads(payload)
+        if mode == APPLY:
+            result = func(*args[0], **args[1])
+        elif mode == MAP:
+            result = list(map(func, args))
+        else:
+            result = list(itertools.starmap(func, args))
+    except Exception as e:
+        return _dump_exception(e)
+    try:
+        return OK, _dumps(result)
+    except Exception as e:
+        try:
+            return ENCODING_ERROR, _dumps(MaybeEncodingError(e, result))
+        except Exception:
+            return _dump_exception(e)
+
+
+def load_failed(exc: BaseException) -> tuple:
+    return _dump_exception(exc)
+
+
+# ----- becoming a pool worker ----------------------------------------------
+
+
+def _become_worker(setup: WorkerSetup, number: int, forked: bool) -> None:
+    """What the stdlib's Process._bootstrap does for a pool worker."""
+    me = process.BaseProcess.__new__(process.BaseProcess)
+    me._identity = (number,)
+    me._config = process.current_process()._config.copy()
+    me._parent_pid = setup.parent_pid
+    me._parent_name = "MainProcess"
+    me._popen = None
+    me._closed = False
+    me._target = None
+    me._args = ()
+    me._kwargs = {}
+    me._name = f"{setup.name_prefix}-{number}"
+    me._config["daemon"] = True
+    process._current_process = me
+    process._children = set()
+    process._process_counter = itertools.count(1)
+    if forked:
+        mp_context._force_start_method(setup.start_method)
+        util._finalizer_registry.clear()
+        util._run_after_forkers()
+    try:
+        if sys.stdin is not None:
+            sys.stdin.close()
+            sys.stdin = open(os.devnull)
+    except (OSError, ValueError):
+        pass
+    # Ctrl-C in a terminal reaches the whole process group; the parent
+    # handles it and stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def run_worker(channel: Any, setup: WorkerSetup, number: int, forked: bool) -> int:
+    """Initialises the worker, serves tasks, returns the exit code."""
+    _become_worker(setup, number, forked)
+    try:
+        if setup.initializer is not None:
+            setup.initializer(*setup.initargs)
+    except BaseException:
+        sys.stderr.write(f"Process {process.current_process().name}:\n")
+        traceback.print_exc()
+        return 1
+    try:
+        channel.send_ready(os.getpid())
+        channel.serve(_loads, run_task, load_failed)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 1
+    finally:
+        util._exit_function()
+    return 0
+
+
+def _finish(code: int) -> None:
+    util._flush_std_streams()
+    os._exit(code)
+
+
+# ----- spawn ---------------------------------------------------------------
+
+
+def spawn_main() -> None:
+    """Entry point of a spawned worker: socket on fd 3, setup fds from fd 4."""
+    from multiprocessing import spawn
+
+    channel = _native.WorkerChannel(SPAWN_SOCKET_FD)
+    kind, _, _, number, payload = channel.recv()
+    if kind != KIND_PREPARE:
+        sys.exit(f"ferropool worker: expected preparation data, got frame kind {kind}")
+    process.current_process()._inheriting = True
+    try:
+        spawn.prepare(pickle.loads(payload))
+        kind, _, _, _, payload = channel.recv()
+        if kind != KIND_SETUP:
+            sys.exit(f"ferropool worker: expected setup, got frame kind {kind}")
+        count, setup_bytes = pickle.loads(payload)
+        _inherited_fds[:] = range(SPAWN_FIRST_INHERITED_FD, SPAWN_FIRST_INHERITED_FD + count)
+        setup = pickle.loads(setup_bytes)
+    finally:
+        process.current_process()._inheriting = False
+    code = run_worker(channel, setup, number, forked=False)
+    util._flush_std_streams()
+    sys.exit(code)
+
+
+# ----- zygote (fork and forkserver) ----------------------------------------
+
+
+def zygote_loop(ctl: socket.socket, setup: WorkerSetup, forked_from_parent: bool) -> None:
+    """Forks a worker for every request on `ctl` and reports starts and
+    exits. Never returns: the process exits when the pool closes `ctl`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if forked_from_parent:
+        util._finalizer_registry.clear()
+        util._run_after_forkers()
+    wake_r, wake_w = socket.socketpair()
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    signal.set_wakeup_fd(wake_w.fileno())
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    children: set = set()
+    my_pid = os.getpid()
+
+    def reap() -> None:
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            children.discard(pid)
+            ctl.sendall(ZYGOTE_RECORD.pack(2, pid, status & 0xFFFFFFFF))
+
+    try:
+        while True:
+            try:
+                readable, _, _ = select.select([ctl, wake_r], [], [])
+            except InterruptedError:
+                continue
+            if wake_r in readable:
+                try:
+                    while wake_r.recv(4096):
+                        pass
+                except BlockingIOError:
+                    pass
+                reap()
+            if ctl not in readable:
+                continue
+            msg, fds, _, _ = socket.recv_fds(ctl, ZYGOTE_RECORD.size, 4)
+            if len(msg) < ZYGOTE_RECORD.size or not fds:
+                break  # the pool closed its end: shut down
+            _, number, _ = ZYGOTE_RECORD.unpack(msg)
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    for s in (ctl, wake_r, wake_w):
+                        s.close()
+                    _native.set_parent_death_signal(signal.SIGKILL)
+                    if os.getppid() != my_pid:
+                        os._exit(1)  # the zygote died before prctl took effect
+                    channel = _native.WorkerChannel(fds[0])
+                    code = run_worker(channel, setup, number, forked=True)
+                finally:
+                    _finish(code)
+            os.close(fds[0])
+            children.add(pid)
+            ctl.sendall(ZYGOTE_RECORD.pack(1, number, pid))
+    except OSError:
+        pass  # the pool went away
+    finally:
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for pid in list(children):
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        _finish(0)
+
+
+def forkserver_main(ctl_fd: int) -> None:
+    """Entry point of the forkserver zygote: a fresh interpreter that reads
+    its boot blob, imports `__main__` once, then forks workers."""
+    from multiprocessing import spawn
+
+    ctl = socket.socket(fileno=ctl_fd)
+    header = _recv_exact(ctl, 8)
+    blob = _recv_exact(ctl, struct.unpack("<Q", header)[0])
+    prepare_bytes, fds, setup_bytes = pickle.loads(blob)
+    process.current_process()._inheriting = True
+    try:
+        spawn.prepare(pickle.loads(prepare_bytes))
+        _inherited_fds[:] = fds
+        setup = pickle.loads(setup_bytes)
+    finally:
+        process.current_process()._inheriting = False
+    zygote_loop(ctl, setup, forked_from_parent=False)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError("ferropool forkserver: the pool went away during start-up")
+        buf += chunk
+    return bytes(buf)
