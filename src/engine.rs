@@ -96,7 +96,8 @@ pub struct Shared {
 
 impl Shared {
     pub fn log(&self, level: log::Level, message: String) {
-        self.service.update(|q| q.events.push_back(ServiceEvent::Log(level, message)));
+        self.service
+            .update(|q| q.events.push_back(ServiceEvent::Log(level, message)));
     }
 }
 
@@ -122,16 +123,19 @@ impl Engine {
         let (waker, wake_rx) = UnixStream::pair()?;
         waker.set_nonblocking(true)?;
         wake_rx.set_nonblocking(true)?;
-        let mut event_loop = EventLoop::new(config, launcher, Arc::clone(&shared), commands, wake_rx);
+        let mut event_loop =
+            EventLoop::new(config, launcher, Arc::clone(&shared), commands, wake_rx);
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("ferropool-engine".into())
             .spawn(move || {
                 // A panic must surface as a broken pool, never as a hang.
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| event_loop.run()));
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| event_loop.run()));
                 if outcome.is_err() {
                     thread_shared.status.update(|s| {
-                        s.broken.get_or_insert_with(|| "the pool's engine thread panicked".into());
+                        s.broken
+                            .get_or_insert_with(|| "the pool's engine thread panicked".into());
                         s.phase = Phase::Finished;
                     });
                 }

@@ -101,6 +101,7 @@ pub struct EventLoop {
     zygote_exits: HashMap<i32, ExitInfo>,
     terminate_deadline: Option<Instant>,
     published_pids: Vec<i32>,
+    read_buf: Vec<u8>,
 }
 
 impl EventLoop {
@@ -130,6 +131,7 @@ impl EventLoop {
             zygote_exits: HashMap::new(),
             terminate_deadline: None,
             published_pids: Vec::new(),
+            read_buf: vec![0u8; READ_CHUNK],
         }
     }
 
@@ -289,10 +291,10 @@ impl EventLoop {
     }
 
     fn read_worker(&mut self, idx: usize) {
-        let mut buf = vec![0u8; READ_CHUNK];
+        let buf = &mut self.read_buf;
         loop {
             let w = &mut self.workers[idx];
-            match w.sock.read(&mut buf) {
+            match w.sock.read(buf) {
                 Ok(0) => {
                     w.dead = true;
                     break;
@@ -330,7 +332,8 @@ impl EventLoop {
                     self.shared.log(log::Level::Info, msg);
                 }
                 Kind::Result => {
-                    let status = ResultStatus::from_u8(frame.flags).unwrap_or(ResultStatus::RaisedUnpicklable);
+                    let status = ResultStatus::from_u8(frame.flags)
+                        .unwrap_or(ResultStatus::RaisedUnpicklable);
                     let outcome = TaskOutcome {
                         index: frame.index,
                         status,
@@ -360,7 +363,9 @@ impl EventLoop {
     }
 
     fn notify_service(&self, job: JobId) {
-        self.shared.service.update(|q| q.events.push_back(ServiceEvent::JobComplete(job)));
+        self.shared
+            .service
+            .update(|q| q.events.push_back(ServiceEvent::JobComplete(job)));
     }
 
     fn flush(&mut self, idx: usize) {
@@ -412,7 +417,9 @@ impl EventLoop {
             Err(_) => {
                 self.launcher = None;
                 if matches!(self.phase, Phase::Running | Phase::Closing) {
-                    self.break_pool("the helper process that starts workers exited unexpectedly".into());
+                    self.break_pool(
+                        "the helper process that starts workers exited unexpectedly".into(),
+                    );
                 }
             }
         }
@@ -505,11 +512,16 @@ impl EventLoop {
     fn retire_workers(&mut self) {
         let closing_idle = self.phase == Phase::Closing && !self.scheduler.has_jobs();
         for w in &mut self.workers {
-            let done = w.state == WorkerState::Ready && w.slot.exhausted() && w.slot.inflight.is_empty();
+            let done =
+                w.state == WorkerState::Ready && w.slot.exhausted() && w.slot.inflight.is_empty();
             let stop = closing_idle && w.state != WorkerState::Retiring;
             if done || stop {
                 if done {
-                    let msg = format!("worker {} (pid {}) reached its task limit; replacing it", w.number, w.pid.unwrap_or(0));
+                    let msg = format!(
+                        "worker {} (pid {}) reached its task limit; replacing it",
+                        w.number,
+                        w.pid.unwrap_or(0)
+                    );
                     self.shared.log(log::Level::Info, msg);
                 }
                 protocol::encode_into(&mut w.out, Kind::Exit, 0, 0, 0, b"");
@@ -607,10 +619,13 @@ impl EventLoop {
         if self.broken.is_some() {
             return;
         }
-        self.shared.log(log::Level::Error, format!("pool broken: {why}"));
+        self.shared
+            .log(log::Level::Error, format!("pool broken: {why}"));
         self.broken = Some(why.clone());
         let slots = self.workers.iter_mut().map(|w| &mut w.slot);
-        let completed = self.scheduler.fail_everything(slots, ResultStatus::PoolBroken, &why);
+        let completed = self
+            .scheduler
+            .fail_everything(slots, ResultStatus::PoolBroken, &why);
         for job in completed {
             self.notify_service(job);
         }
@@ -632,6 +647,9 @@ impl EventLoop {
             if let Some(pid) = w.pid.or_else(|| self.zygote_pids.get(&w.number).copied()) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
             }
+            // Idle workers see EOF and exit even if SIGTERM is ignored;
+            // shutdown() works however many processes hold the fd.
+            let _ = w.sock.shutdown(std::net::Shutdown::Write);
             w.state = WorkerState::Retiring;
             w.slot.inflight.clear();
             w.out.clear();
@@ -647,7 +665,9 @@ impl EventLoop {
         self.phase = Phase::Terminating;
         let slots = self.workers.iter_mut().map(|w| &mut w.slot);
         let why = "the pool was terminated before this task finished";
-        let completed = self.scheduler.fail_everything(slots, ResultStatus::PoolBroken, why);
+        let completed = self
+            .scheduler
+            .fail_everything(slots, ResultStatus::PoolBroken, why);
         for job in completed {
             self.notify_service(job);
         }

@@ -68,15 +68,24 @@ impl PyEngine {
         boot_failure_limit: u32,
     ) -> PyResult<Self> {
         if processes == 0 {
-            return Err(PyValueError::new_err("Number of processes must be at least 1"));
+            return Err(PyValueError::new_err(
+                "Number of processes must be at least 1",
+            ));
         }
         let launcher = match (spawn_argv, zygote_fd) {
             (Some(argv), None) => {
-                let fds = inherited_fds.into_iter().map(dup_fd).collect::<PyResult<Vec<_>>>()?;
+                let fds = inherited_fds
+                    .into_iter()
+                    .map(dup_fd)
+                    .collect::<PyResult<Vec<_>>>()?;
                 Launcher::spawn(argv, fds).map_err(EngineError::Io)?
             }
             (None, Some(fd)) => Launcher::zygote(dup_fd(fd)?).map_err(EngineError::Io)?,
-            _ => return Err(PyValueError::new_err("give exactly one of spawn_argv and zygote_fd")),
+            _ => {
+                return Err(PyValueError::new_err(
+                    "give exactly one of spawn_argv and zygote_fd",
+                ))
+            }
         };
         let config = EngineConfig {
             processes,
@@ -97,7 +106,8 @@ impl PyEngine {
     /// Registers a job: its pickled function and how to call it
     /// (0 apply, 1 map, 2 starmap).
     fn new_job(&self, func: Vec<u8>, mode: u8, has_callback: bool) -> PyResult<PyJob> {
-        let mode = CallMode::from_u8(mode).ok_or_else(|| PyValueError::new_err(format!("bad call mode {mode}")))?;
+        let mode = CallMode::from_u8(mode)
+            .ok_or_else(|| PyValueError::new_err(format!("bad call mode {mode}")))?;
         let id = self.next_job.fetch_add(1, Ordering::Relaxed);
         let job = Job::new(id, has_callback);
         self.send(Command::AddJob {
@@ -110,7 +120,13 @@ impl PyEngine {
 
     /// Adds tasks numbered `start`, `start + 1`, … (each a bytes object) to
     /// `job`; `close` says no more will follow.
-    fn add_tasks(&self, job: &PyJob, start: u64, payloads: &Bound<'_, PyList>, close: bool) -> PyResult<()> {
+    fn add_tasks(
+        &self,
+        job: &PyJob,
+        start: u64,
+        payloads: &Bound<'_, PyList>,
+        close: bool,
+    ) -> PyResult<()> {
         let mut tasks = Vec::with_capacity(payloads.len());
         for (i, item) in payloads.iter().enumerate() {
             let bytes = item.cast::<PyBytes>()?;
@@ -139,7 +155,9 @@ impl PyEngine {
     /// Waits for the engine thread to finish (after `close` or `terminate`).
     #[pyo3(signature = (timeout=None))]
     fn wait_finished(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let done = blocking_wait(py, &self.engine.shared.status, timeout, |s| s.phase == Phase::Finished)?;
+        let done = blocking_wait(py, &self.engine.shared.status, timeout, |s| {
+            s.phase == Phase::Finished
+        })?;
         if done {
             py.detach(|| self.engine.reap_thread());
         }
@@ -159,14 +177,19 @@ impl PyEngine {
     #[pyo3(signature = (timeout=None))]
     fn service_next(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Vec<u64>>> {
         let service = &self.engine.shared.service;
-        blocking_wait(py, service, timeout, |q| !q.events.is_empty() || q.engine_done)?;
-        let (events, done) = service.update(|q| (q.events.drain(..).collect::<Vec<_>>(), q.engine_done));
+        blocking_wait(py, service, timeout, |q| {
+            !q.events.is_empty() || q.engine_done
+        })?;
+        let (events, done) =
+            service.update(|q| (q.events.drain(..).collect::<Vec<_>>(), q.engine_done));
         let mut jobs = Vec::new();
         for event in events {
             match event {
                 ServiceEvent::JobComplete(id) => jobs.push(id),
                 // The GIL is held here, so pyo3-log can forward at once.
-                ServiceEvent::Log(level, message) => log::log!(target: "ferropool", level, "{message}"),
+                ServiceEvent::Log(level, message) => {
+                    log::log!(target: "ferropool", level, "{message}")
+                }
             }
         }
         if jobs.is_empty() && done {
@@ -222,7 +245,13 @@ impl PyJob {
         self.job
             .take_arrived()
             .into_iter()
-            .map(|o| (o.index, o.status as u8, PyBytes::new(py, &o.payload).unbind()))
+            .map(|o| {
+                (
+                    o.index,
+                    o.status as u8,
+                    PyBytes::new(py, &o.payload).unbind(),
+                )
+            })
             .collect()
     }
 
@@ -230,13 +259,19 @@ impl PyJob {
     /// raises StopIteration once the job is complete and all were taken.
     #[pyo3(signature = (timeout=None))]
     fn next_outcome(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Outcome>> {
-        let arrived = blocking_wait(py, &self.job.progress, timeout, |p| !p.arrived.is_empty() || p.complete)?;
+        let arrived = blocking_wait(py, &self.job.progress, timeout, |p| {
+            !p.arrived.is_empty() || p.complete
+        })?;
         if !arrived {
             return Ok(None);
         }
         let next = self.job.progress.update(|p| p.arrived.pop_front());
         match next {
-            Some(o) => Ok(Some((o.index, o.status as u8, PyBytes::new(py, &o.payload).unbind()))),
+            Some(o) => Ok(Some((
+                o.index,
+                o.status as u8,
+                PyBytes::new(py, &o.payload).unbind(),
+            ))),
             None => Err(PyStopIteration::new_err(())),
         }
     }
@@ -246,7 +281,9 @@ impl PyJob {
     /// so `imap(...)` followed by `close(); join()` cannot deadlock.
     #[pyo3(signature = (limit, timeout=None))]
     fn wait_room(&self, py: Python<'_>, limit: u64, timeout: Option<f64>) -> PyResult<bool> {
-        blocking_wait(py, &self.job.progress, timeout, |p| p.in_flight() < limit || p.complete)
+        blocking_wait(py, &self.job.progress, timeout, |p| {
+            p.in_flight() < limit || p.complete
+        })
     }
 
     /// Outcomes produced so far and tasks submitted so far.

@@ -47,7 +47,14 @@ fn read_frame(sock: &mut UnixStream) -> Result<Frame, EngineError> {
     })
 }
 
-fn write_frame(sock: &mut UnixStream, kind: Kind, flags: u8, job: u64, index: u64, payload: &[u8]) -> io::Result<()> {
+fn write_frame(
+    sock: &mut UnixStream,
+    kind: Kind,
+    flags: u8,
+    job: u64,
+    index: u64,
+    payload: &[u8],
+) -> io::Result<()> {
     let header = protocol::header(kind, flags, job, index, payload.len());
     sock.write_all(&header)?;
     sock.write_all(payload)
@@ -71,7 +78,13 @@ impl WorkerChannel {
     fn recv(&mut self, py: Python<'_>) -> PyResult<(u8, u8, u64, u64, Py<PyBytes>)> {
         let sock = &mut self.sock;
         let frame = py.detach(|| read_frame(sock))?;
-        Ok((frame.kind as u8, frame.flags, frame.job, frame.index, PyBytes::new(py, &frame.payload).unbind()))
+        Ok((
+            frame.kind as u8,
+            frame.flags,
+            frame.job,
+            frame.index,
+            PyBytes::new(py, &frame.payload).unbind(),
+        ))
     }
 
     fn send_ready(&mut self, py: Python<'_>, pid: u64) -> PyResult<()> {
@@ -85,7 +98,13 @@ impl WorkerChannel {
     /// kept and reported by every task of that job); `run(mode, func,
     /// payload) -> (status, bytes)` runs one task and never raises except to
     /// end the worker (SystemExit and the like).
-    fn serve(&mut self, py: Python<'_>, load: Bound<'_, PyAny>, run: Bound<'_, PyAny>, load_failed: Bound<'_, PyAny>) -> PyResult<()> {
+    fn serve(
+        &mut self,
+        py: Python<'_>,
+        load: Bound<'_, PyAny>,
+        run: Bound<'_, PyAny>,
+        load_failed: Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let mut funcs: HashMap<u64, (u8, Result<Py<PyAny>, PyErr>)> = HashMap::new();
         loop {
             let sock = &mut self.sock;
@@ -106,16 +125,20 @@ impl WorkerChannel {
                             let payload = PyBytes::new(py, &frame.payload);
                             run.call1((*mode, func.bind(py), payload))?
                         }
-                        Some((_, Err(err))) => load_failed.call1((err.clone_ref(py).into_value(py),))?,
-                        None => load_failed.call1((
-                            pyo3::exceptions::PyRuntimeError::new_err("task for a job whose function never arrived")
-                                .into_value(py),
-                        ))?,
+                        Some((_, Err(err))) => {
+                            load_failed.call1((err.clone_ref(py).into_value(py),))?
+                        }
+                        None => load_failed.call1((pyo3::exceptions::PyRuntimeError::new_err(
+                            "task for a job whose function never arrived",
+                        )
+                        .into_value(py),))?,
                     };
                     let (status, data): (u8, Bound<'_, PyBytes>) = outcome.extract()?;
                     let bytes = data.as_bytes();
                     let sock = &mut self.sock;
-                    let written = py.detach(|| write_frame(sock, Kind::Result, status, frame.job, frame.index, bytes));
+                    let written = py.detach(|| {
+                        write_frame(sock, Kind::Result, status, frame.job, frame.index, bytes)
+                    });
                     if written.is_err() {
                         return Ok(()); // the pool is gone
                     }

@@ -149,7 +149,10 @@ impl Scheduler {
     /// Hands queued tasks to workers, one at a time in turn so that every idle
     /// worker gets work before any worker gets a prefetched second task.
     /// Frames for each worker are appended to its output buffer.
-    pub fn fill<'a>(&mut self, workers: impl Iterator<Item = (&'a mut WorkerSlot, &'a mut Vec<u8>)>) {
+    pub fn fill<'a>(
+        &mut self,
+        workers: impl Iterator<Item = (&'a mut WorkerSlot, &'a mut Vec<u8>)>,
+    ) {
         let mut workers: Vec<_> = workers.collect();
         for depth in 1..=self.prefetch {
             for (slot, out) in workers.iter_mut() {
@@ -178,7 +181,12 @@ impl Scheduler {
     }
 
     /// Records the outcome of a task a worker reported.
-    pub fn complete(&mut self, slot: &mut WorkerSlot, outcome: TaskOutcome, job: JobId) -> Delivered {
+    pub fn complete(
+        &mut self,
+        slot: &mut WorkerSlot,
+        outcome: TaskOutcome,
+        job: JobId,
+    ) -> Delivered {
         // The worker answers in order, so this is almost always the front.
         let pos = slot
             .inflight
@@ -215,7 +223,11 @@ impl Scheduler {
     pub fn worker_gone(&mut self, slot: &mut WorkerSlot, running_lost: bool) -> Option<Task> {
         let mut tasks = std::mem::take(&mut slot.inflight);
         slot.known_funcs.clear();
-        let lost = if running_lost { tasks.pop_front() } else { None };
+        let lost = if running_lost {
+            tasks.pop_front()
+        } else {
+            None
+        };
         while let Some(task) = tasks.pop_back() {
             self.queue.push_front(task);
         }
@@ -276,13 +288,21 @@ mod tests {
         s.add_job(Arc::clone(&job), CallMode::Map, b"func".to_vec());
         for i in 0..tasks {
             job.add_submitted(1);
-            assert!(s.add_task(Task { job: 1, index: i, payload: vec![i as u8] }));
+            assert!(s.add_task(Task {
+                job: 1,
+                index: i,
+                payload: vec![i as u8]
+            }));
         }
         (s, job)
     }
 
     fn ok(i: u64) -> TaskOutcome {
-        TaskOutcome { index: i, status: ResultStatus::Ok, payload: vec![] }
+        TaskOutcome {
+            index: i,
+            status: ResultStatus::Ok,
+            payload: vec![],
+        }
     }
 
     #[test]
@@ -291,8 +311,14 @@ mod tests {
         let mut a = (WorkerSlot::new(None), Vec::new());
         let mut b = (WorkerSlot::new(None), Vec::new());
         s.fill([(&mut a.0, &mut a.1), (&mut b.0, &mut b.1)].into_iter());
-        assert_eq!(frames(&a.1), vec![(Kind::Func, 1, 0), (Kind::Task, 1, 0), (Kind::Task, 1, 2)]);
-        assert_eq!(frames(&b.1), vec![(Kind::Func, 1, 0), (Kind::Task, 1, 1), (Kind::Task, 1, 3)]);
+        assert_eq!(
+            frames(&a.1),
+            vec![(Kind::Func, 1, 0), (Kind::Task, 1, 0), (Kind::Task, 1, 2)]
+        );
+        assert_eq!(
+            frames(&b.1),
+            vec![(Kind::Func, 1, 0), (Kind::Task, 1, 1), (Kind::Task, 1, 3)]
+        );
         assert_eq!(s.queued(), 1);
     }
 
@@ -343,6 +369,9 @@ mod tests {
         assert!(done.is_empty(), "no callbacks to notify");
         let p = job.progress.lock();
         assert!(p.ready);
-        assert!(p.arrived.iter().all(|o| o.status == ResultStatus::PoolBroken));
+        assert!(p
+            .arrived
+            .iter()
+            .all(|o| o.status == ResultStatus::PoolBroken));
     }
 }

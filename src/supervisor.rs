@@ -66,7 +66,9 @@ impl fmt::Display for ExitInfo {
         match *self {
             ExitInfo::Code(code) => write!(f, "exited with code {code}"),
             ExitInfo::Signal(sig) => {
-                let name = Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("unknown signal");
+                let name = Signal::try_from(sig)
+                    .map(|s| s.as_str())
+                    .unwrap_or("unknown signal");
                 write!(f, "was killed by signal {sig} ({name})")?;
                 if sig == libc::SIGKILL {
                     write!(f, "; the out-of-memory killer is a common cause")?;
@@ -165,7 +167,10 @@ impl Launcher {
                         sock: ours,
                         child: None,
                     }),
-                    Ok(_) => Err(io::Error::new(io::ErrorKind::WriteZero, "short write to the zygote")),
+                    Ok(_) => Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "short write to the zygote",
+                    )),
                     Err(e) => Err(io::Error::from(e)),
                 }
             }
@@ -181,7 +186,12 @@ impl Launcher {
         let mut buf = [0u8; 4096];
         loop {
             match control.read(&mut buf) {
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "zygote exited")),
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "zygote exited",
+                    ))
+                }
                 Ok(n) => partial.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -214,6 +224,17 @@ impl Launcher {
     }
 }
 
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        // shutdown() reaches the zygote even when other processes (zygotes of
+        // later pools, forked from the same parent) hold copies of this fd,
+        // which a plain close would not.
+        if let Launcher::Zygote { control, .. } = self {
+            let _ = control.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
 fn dup_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor we own or -1.
     let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
@@ -226,7 +247,10 @@ fn dup_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
 
 fn spawn_worker(argv: &[OsString], sock: &UnixStream, inherited: &[OwnedFd]) -> io::Result<Child> {
     let Some((program, args)) = argv.split_first() else {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty worker command line"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "empty worker command line",
+        ));
     };
     let sock_fd = dup_above(sock.as_raw_fd(), 100)?;
     let sock_raw = sock_fd.as_raw_fd();
@@ -246,7 +270,13 @@ fn spawn_worker(argv: &[OsString], sock: &UnixStream, inherited: &[OwnedFd]) -> 
                 }
             }
             // Die with the engine thread that started us: no orphans.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
             Ok(())
         });
     }
@@ -270,7 +300,10 @@ mod tests {
     #[test]
     fn wait_status_decoding() {
         assert_eq!(ExitInfo::from_wait_status(2 << 8), ExitInfo::Code(2));
-        assert_eq!(ExitInfo::from_wait_status(libc::SIGTERM), ExitInfo::Signal(libc::SIGTERM));
+        assert_eq!(
+            ExitInfo::from_wait_status(libc::SIGTERM),
+            ExitInfo::Signal(libc::SIGTERM)
+        );
     }
 
     #[test]
@@ -285,7 +318,12 @@ mod tests {
         let mut got = String::new();
         launched.sock.read_to_string(&mut got).expect("read");
         assert_eq!(got, "hi\n");
-        let status = launched.child.as_mut().expect("child").wait().expect("wait");
+        let status = launched
+            .child
+            .as_mut()
+            .expect("child")
+            .wait()
+            .expect("wait");
         assert_eq!(ExitInfo::from_exit_status(status), ExitInfo::Code(0));
     }
 }

@@ -11,6 +11,7 @@ result counts as ready, as in the stdlib.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import os
@@ -241,6 +242,16 @@ class Pool:
         self._feeders.append(feeder)
         feeder.start()
         return it
+
+
+@atexit.register
+def _terminate_forgotten_pools() -> None:
+    """At interpreter exit, stop pools nobody closed (as the stdlib does)."""
+    for pool in list(_live_pools):
+        try:
+            pool.terminate()
+        except Exception:
+            pass
 
 
 def _feed(engine: Any, job: Any, items: Iterator[Any], chunksize: int, limit: int, it: "IMapIterator") -> None:
