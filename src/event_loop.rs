@@ -697,10 +697,13 @@ impl EventLoop {
             Phase::Running => self.broken.is_some() && !self.scheduler.has_jobs(),
             Phase::Finished => false,
         };
-        if stopping && self.workers.is_empty() && self.dying.is_empty() {
-            if self.phase != Phase::Running {
-                self.phase = Phase::Finished;
-            }
+        // A broken pool stays Running (and refuses work) until it is closed.
+        if stopping
+            && self.workers.is_empty()
+            && self.dying.is_empty()
+            && self.phase != Phase::Running
+        {
+            self.phase = Phase::Finished;
         }
     }
 

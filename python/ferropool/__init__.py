@@ -51,8 +51,8 @@ from multiprocessing import (  # noqa: F401  (re-exported for drop-in use)
 from typing import Any
 
 from ._errors import BrokenProcessPool, RemoteTaskError, WorkerLostError
-from .context import get_context
-from .pool import Pool
+from .context import get_context as get_context
+from .pool import Pool as Pool
 
 __version__ = "0.1.0"
 

@@ -63,7 +63,7 @@ class FdCollector:
         return len(self.fds) - 1
 
     def dumps(self, obj: Any) -> bytes:
-        mp_context.set_spawning_popen(self)
+        mp_context.set_spawning_popen(self)  # type: ignore[arg-type]
         try:
             return bytes(ForkingPickler.dumps(obj))
         finally:
@@ -86,7 +86,7 @@ def reserve_worker_numbers(count: int) -> int:
 
 
 def _interpreter_argv(code: str) -> List[str]:
-    flags = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+    flags = subprocess._args_from_interpreter_flags()
     return [os.fsdecode(spawn.get_executable()), *flags, "-c", code]
 
 
@@ -150,7 +150,7 @@ def _start_forkserver(processes: int, setup: WorkerSetup, common: dict) -> Start
             zygote.kill()
             zygote.wait()
             raise
-    return Started(engine, zygote.wait)
+    return Started(engine, lambda: None if zygote.wait() else None)
 
 
 def _start_fork(processes: int, setup: WorkerSetup, common: dict) -> Started:
@@ -179,4 +179,3 @@ def _start_fork(processes: int, setup: WorkerSetup, common: dict) -> Started:
             pass
 
     return Started(engine, reap)
-

@@ -20,7 +20,7 @@ class FerroContext:
 
         return Pool(processes, initializer, initargs, maxtasksperchild, context=self)
 
-    def get_context(self, method: Optional[str] = None) -> "FerroContext":
+    def get_context(self, method: Optional[str] = None) -> FerroContext:
         return get_context(method)
 
     def get_start_method(self, allow_none: bool = False) -> Optional[str]:

@@ -34,7 +34,7 @@ APPLY, MAP, STARMAP = 0, 1, 2
 # Chunks an imap keeps in flight per worker before reading more input.
 IMAP_CHUNKS_PER_WORKER = 8
 
-_live_pools: "weakref.WeakSet[Pool]" = weakref.WeakSet()
+_live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 
 
 def _dumps(obj: Any) -> bytes:
@@ -89,12 +89,13 @@ class Pool:
     # ----- lifecycle -----------------------------------------------------
 
     def __repr__(self) -> str:
-        return f"<{type(self).__module__}.{type(self).__qualname__} state={self._state} pool_size={self._processes}>"
+        name = f"{type(self).__module__}.{type(self).__qualname__}"
+        return f"<{name} state={self._state} pool_size={self._processes}>"
 
     def __reduce__(self) -> Any:
         raise NotImplementedError("pool objects cannot be passed between processes or pickled")
 
-    def __enter__(self) -> "Pool":
+    def __enter__(self) -> Pool:
         self._check_running()
         return self
 
@@ -150,7 +151,9 @@ class Pool:
     def _new_job(self, func: Any, mode: int, has_callback: bool) -> Any:
         return self._engine.new_job(_dumps(func), mode, has_callback)
 
-    def apply(self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: Optional[dict] = None) -> Any:
+    def apply(
+        self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: Optional[dict] = None
+    ) -> Any:
         """Calls ``func(*args, **kwds)`` in a worker and returns the result."""
         return self.apply_async(func, args, kwds).get()
 
@@ -161,7 +164,7 @@ class Pool:
         kwds: Optional[dict] = None,
         callback: Optional[Callable[[Any], Any]] = None,
         error_callback: Optional[Callable[[BaseException], Any]] = None,
-    ) -> "ApplyResult":
+    ) -> ApplyResult:
         self._check_running()
         _check_callable(func)
         payload = _dumps((tuple(args), dict(kwds or {})))
@@ -170,18 +173,29 @@ class Pool:
         self._engine.add_tasks(job, 0, [payload], True)
         return result
 
-    def map(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: Optional[int] = None) -> List[Any]:
+    def map(
+        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: Optional[int] = None
+    ) -> List[Any]:
         """Like ``list(map(func, iterable))``, run in the workers."""
         return self._map_async(func, iterable, MAP, chunksize).get()
 
-    def starmap(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]], chunksize: Optional[int] = None) -> List[Any]:
+    def starmap(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: Optional[int] = None,
+    ) -> List[Any]:
         """Like ``list(itertools.starmap(func, iterable))``, run in the workers."""
         return self._map_async(func, iterable, STARMAP, chunksize).get()
 
-    def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None) -> "MapResult":
+    def map_async(
+        self, func, iterable, chunksize=None, callback=None, error_callback=None
+    ) -> MapResult:
         return self._map_async(func, iterable, MAP, chunksize, callback, error_callback)
 
-    def starmap_async(self, func, iterable, chunksize=None, callback=None, error_callback=None) -> "MapResult":
+    def starmap_async(
+        self, func, iterable, chunksize=None, callback=None, error_callback=None
+    ) -> MapResult:
         return self._map_async(func, iterable, STARMAP, chunksize, callback, error_callback)
 
     def _map_async(
@@ -192,7 +206,7 @@ class Pool:
         chunksize: Optional[int] = None,
         callback: Optional[Callable[[Any], Any]] = None,
         error_callback: Optional[Callable[[BaseException], Any]] = None,
-    ) -> "MapResult":
+    ) -> MapResult:
         self._check_running()
         _check_callable(func)
         if not hasattr(iterable, "__len__"):
@@ -216,15 +230,21 @@ class Pool:
         self._engine.add_tasks(job, 0, payloads, True)
         return result
 
-    def imap(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1) -> "IMapIterator":
+    def imap(
+        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1
+    ) -> IMapIterator:
         """Lazy, ordered ``map``: input is read as workers need it."""
         return self._imap(func, iterable, chunksize, ordered=True)
 
-    def imap_unordered(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1) -> "IMapIterator":
+    def imap_unordered(
+        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1
+    ) -> IMapIterator:
         """Like ``imap``, yielding results as they complete."""
         return self._imap(func, iterable, chunksize, ordered=False)
 
-    def _imap(self, func: Any, iterable: Iterable[Any], chunksize: int, ordered: bool) -> "IMapIterator":
+    def _imap(
+        self, func: Any, iterable: Iterable[Any], chunksize: int, ordered: bool
+    ) -> IMapIterator:
         self._check_running()
         _check_callable(func)
         if chunksize < 1:
@@ -254,7 +274,9 @@ def _terminate_forgotten_pools() -> None:
             pass
 
 
-def _feed(engine: Any, job: Any, items: Iterator[Any], chunksize: int, limit: int, it: "IMapIterator") -> None:
+def _feed(
+    engine: Any, job: Any, items: Iterator[Any], chunksize: int, limit: int, it: IMapIterator
+) -> None:
     """Reads the input of an imap lazily: at most `limit` chunks in flight."""
     index = 0
     try:
@@ -353,7 +375,9 @@ class MapResult(ApplyResult):
     """The result of ``map_async``/``starmap_async``: the chunks' results in
     input order; on failure, the first exception that arrived."""
 
-    def __init__(self, pool: Pool, job: Any, chunksize: int, length: int, callback: Any, error_callback: Any) -> None:
+    def __init__(
+        self, pool: Pool, job: Any, chunksize: int, length: int, callback: Any, error_callback: Any
+    ) -> None:
         self._chunksize = chunksize
         self._length = length
         super().__init__(pool, job, callback, error_callback)
@@ -373,7 +397,7 @@ class IMapIterator:
     """The iterator ``imap`` and ``imap_unordered`` return."""
 
     def __init__(self, pool: Pool, job: Any, ordered: bool, chunked: bool) -> None:
-        self._pool = pool
+        self._pool: Optional[Pool] = pool
         self._job = job
         self._ordered = ordered
         self._chunked = chunked
@@ -384,7 +408,7 @@ class IMapIterator:
         self._input_error: Optional[tuple] = None  # (index, exception) from the feeder
         self._lock = threading.Lock()
 
-    def __iter__(self) -> "IMapIterator":
+    def __iter__(self) -> IMapIterator:
         return self
 
     def __next__(self) -> Any:

@@ -1,0 +1,45 @@
+# The dev loop. Everything runs in a local virtualenv (.venv) that `install`
+# creates, so a fresh clone needs only Python 3.9+, pip and a Rust toolchain.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install test test-rust test-python demo bench lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# Builds the Rust extension (release) and installs ferropool in editable mode
+# with the test and lint tools.
+install: $(PY)
+	$(PY) -m pip install -q maturin
+	$(PY) -m pip install -q -e '.[test]'
+
+demo: install
+	$(PY) -m ferropool demo
+
+test: install test-rust test-python
+
+test-rust:
+	PYO3_PYTHON=$(abspath $(PY)) cargo test --quiet
+
+test-python: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pytest benches $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m pip install -q -e '.[test,lint]'
+	cargo fmt --check
+	PYO3_PYTHON=$(abspath $(PY)) cargo clippy --all-targets --quiet -- -D warnings
+	$(PY) -m ruff check python tests benches
+	$(PY) -m ruff format --check python
+	$(PY) -m mypy.stubtest ferropool._native
+	$(PY) -m mypy python/ferropool
+
+clean:
+	rm -rf $(VENV) target .pytest_cache
