@@ -589,10 +589,10 @@ impl EventLoop {
         if d.expected && clean {
             self.shared.log(log::Level::Debug, format!("{who} exited"));
         } else if self.phase != Phase::Terminating {
-            self.shared.log(log::Level::Warn, format!("{who} {exit}"));
+            self.shared.log(log::Level::Warn, format!("{who} {exit}{}", exit.hint()));
         }
         if let Some(task) = d.lost {
-            let message = format!("{who} {exit} while running this task");
+            let message = format!("{who} {exit} while running this task{}", exit.hint());
             let d = self.scheduler.deliver(
                 task.job,
                 TaskOutcome {

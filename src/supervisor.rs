@@ -61,6 +61,16 @@ impl ExitInfo {
     }
 }
 
+impl ExitInfo {
+    /// A likely cause worth telling the user, appended to messages.
+    pub fn hint(&self) -> &'static str {
+        match *self {
+            ExitInfo::Signal(libc::SIGKILL) => "; the out-of-memory killer is a common cause of SIGKILL",
+            _ => "",
+        }
+    }
+}
+
 impl fmt::Display for ExitInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
@@ -69,11 +79,7 @@ impl fmt::Display for ExitInfo {
                 let name = Signal::try_from(sig)
                     .map(|s| s.as_str())
                     .unwrap_or("unknown signal");
-                write!(f, "was killed by signal {sig} ({name})")?;
-                if sig == libc::SIGKILL {
-                    write!(f, "; the out-of-memory killer is a common cause")?;
-                }
-                Ok(())
+                write!(f, "was killed by signal {sig} ({name})")
             }
             ExitInfo::Unknown => write!(f, "ended for an unknown reason"),
         }
@@ -290,11 +296,11 @@ mod tests {
     #[test]
     fn exit_info_describes_codes_and_signals() {
         assert_eq!(ExitInfo::Code(3).to_string(), "exited with code 3");
-        let killed = ExitInfo::Signal(libc::SIGKILL).to_string();
-        assert!(killed.contains("signal 9 (SIGKILL)"), "{killed}");
-        assert!(killed.contains("out-of-memory"));
-        let segv = ExitInfo::Signal(libc::SIGSEGV).to_string();
-        assert!(segv.contains("SIGSEGV") && !segv.contains("memory killer"));
+        let killed = ExitInfo::Signal(libc::SIGKILL);
+        assert!(killed.to_string().contains("signal 9 (SIGKILL)"), "{killed}");
+        assert!(killed.hint().contains("out-of-memory"));
+        let segv = ExitInfo::Signal(libc::SIGSEGV);
+        assert!(segv.to_string().contains("SIGSEGV") && segv.hint().is_empty());
     }
 
     #[test]

@@ -1,0 +1,130 @@
+"""Module-level functions for the Pool tests.
+
+They live here (not in the test files) so that spawn and forkserver workers,
+which start fresh interpreters, can import them by name."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+
+# The parent changes this before starting a fork pool: fork workers see the
+# change, spawn/forkserver workers import this module afresh and do not.
+MARK = "as imported"
+
+# Set by the initializers below, inside the workers.
+_initialized = None
+_lock = None
+_counter = None
+
+
+def square(x):
+    return x * x
+
+
+def add(a, b):
+    return a + b
+
+
+def power(base, exp=2):
+    return base**exp
+
+
+def identity(x):
+    return x
+
+
+def pid(_=None):
+    return os.getpid()
+
+
+def pid_after(seconds):
+    """Keeps the worker busy so that the tasks of a wave spread over workers."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def sleep_then(seconds, value=None):
+    time.sleep(seconds)
+    return value
+
+
+def worker_info(_=None):
+    proc = multiprocessing.current_process()
+    return proc.name, os.getpid(), MARK
+
+
+def fail_on(x, bad=2):
+    if x == bad:
+        raise ValueError(f"bad item {x}")
+    return x
+
+
+def raise_value_error(message):
+    raise ValueError(message)
+
+
+def raise_key_error(message):
+    raise KeyError(message)
+
+
+class CustomError(Exception):
+    pass
+
+
+def raise_custom(message):
+    raise CustomError(message)
+
+
+def return_lambda():
+    return lambda: 1
+
+
+def return_lock():
+    return threading.Lock()
+
+
+def numbers(n):
+    """A generator: no len()."""
+    yield from range(n)
+
+
+def pairs(n):
+    for i in range(n):
+        yield (i, i + 1)
+
+
+def failing_numbers(n, fail_at):
+    """Yields 0..n-1 but raises KeyError instead of yielding `fail_at`."""
+    for i in range(n):
+        if i == fail_at:
+            raise KeyError(f"input broke at {i}")
+        yield i
+
+
+def init_set_global(value):
+    global _initialized
+    _initialized = value
+
+
+def read_global(_=None):
+    return _initialized
+
+
+def init_lock_counter(lock, counter):
+    """The stdlib's seed pattern: share a Lock and a Value through initargs."""
+    global _lock, _counter
+    _lock = lock
+    _counter = counter
+
+
+def increment(x):
+    with _lock:
+        _counter.value += 1
+    return x
+
+
+def init_fails():
+    raise RuntimeError("initializer failed on purpose")

@@ -1,0 +1,74 @@
+"""Constants and process/thread bookkeeping shared by the Pool tests."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+import ferropool
+
+TESTS = Path(__file__).resolve().parent
+
+METHODS = ("fork", "spawn", "forkserver")
+WORKER_PREFIX = {
+    "fork": "ForkPoolWorker-",
+    "spawn": "SpawnPoolWorker-",
+    "forkserver": "ForkServerPoolWorker-",
+}
+
+
+def child_env() -> dict:
+    """Environment for a script run in a subprocess: it can import _helpers."""
+    path = [str(TESTS), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(path), PYTHONIOENCODING="utf-8")
+
+
+def make_pool_with(method: str, style: str, *args, **kwargs):
+    """Builds a ferropool Pool for `method`, either from ferropool's context
+    ("ferro") or by passing the stdlib's context as `context=` ("stdlib")."""
+    if style == "ferro":
+        return ferropool.get_context(method).Pool(*args, **kwargs)
+    return ferropool.Pool(*args, context=multiprocessing.get_context(method), **kwargs)
+
+
+# ----- process and thread bookkeeping ---------------------------------------
+
+
+def descendants(root: int | None = None) -> list:
+    try:
+        return psutil.Process(root).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def still_running(procs) -> list:
+    """The processes of `procs` that still run code (zombies do not)."""
+    alive = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def wait_gone(procs, timeout: float = 10.0) -> list:
+    """Polls until none of `procs` runs (hang guard only); returns the rest."""
+    deadline = time.monotonic() + timeout
+    alive = still_running(procs)
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = still_running(alive)
+    return alive
+
+
+def ferropool_threads(exclude=()) -> list:
+    return [
+        t for t in threading.enumerate() if t.name.startswith("ferropool") and t not in exclude
+    ]

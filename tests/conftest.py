@@ -1,0 +1,56 @@
+"""Shared fixtures for the Pool tests.
+
+tests/ goes on sys.path so that `_helpers` and `_support` import here; spawn
+and forkserver workers get the parent's sys.path through the stdlib's
+preparation data, and scripts run in a subprocess get it through PYTHONPATH
+(see `_support.child_env`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+import ferropool  # noqa: E402
+from _support import METHODS  # noqa: E402
+
+
+@pytest.fixture(params=METHODS)
+def method(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make_pool(method):
+    """A factory of pools of the parametrised start method; every pool it
+    made is terminated at teardown."""
+    pools = []
+
+    def make(processes=2, *args, **kwargs):
+        pool = ferropool.get_context(method).Pool(processes, *args, **kwargs)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.terminate()
+
+
+@pytest.fixture
+def pool(make_pool):
+    """A running 2-worker pool of the parametrised start method."""
+    return make_pool(2)
+
+
+@pytest.fixture
+def fpool():
+    """A running 2-worker pool with the default start method (fork on Linux):
+    for tests whose subject does not depend on the start method."""
+    p = ferropool.Pool(2)
+    yield p
+    p.terminate()
