@@ -53,8 +53,8 @@ pub enum Command {
     },
     /// Finish all work, then stop the workers.
     Close,
-    /// Stop the workers now; unfinished work fails.
-    Terminate,
+    /// Stop the workers now (SIGTERM, or SIGKILL if `kill`); unfinished work fails.
+    Terminate { kill: bool },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -253,7 +253,7 @@ impl EventLoop {
                     self.phase = Phase::Closing;
                 }
             }
-            Command::Terminate => self.terminate(),
+            Command::Terminate { kill } => self.terminate(kill),
         }
     }
 
@@ -589,7 +589,8 @@ impl EventLoop {
         if d.expected && clean {
             self.shared.log(log::Level::Debug, format!("{who} exited"));
         } else if self.phase != Phase::Terminating {
-            self.shared.log(log::Level::Warn, format!("{who} {exit}{}", exit.hint()));
+            self.shared
+                .log(log::Level::Warn, format!("{who} {exit}{}", exit.hint()));
         }
         if let Some(task) = d.lost {
             let message = format!("{who} {exit} while running this task{}", exit.hint());
@@ -630,7 +631,7 @@ impl EventLoop {
             self.notify_service(job);
         }
         self.fail_open_jobs();
-        self.stop_all_workers();
+        self.stop_all_workers(Signal::SIGTERM);
     }
 
     /// Jobs whose input is still open would wait forever for tasks that will
@@ -642,10 +643,10 @@ impl EventLoop {
         }
     }
 
-    fn stop_all_workers(&mut self) {
+    fn stop_all_workers(&mut self, signal: Signal) {
         for w in &mut self.workers {
             if let Some(pid) = w.pid.or_else(|| self.zygote_pids.get(&w.number).copied()) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                let _ = kill(Pid::from_raw(pid), signal);
             }
             // Idle workers see EOF and exit even if SIGTERM is ignored;
             // shutdown() works however many processes hold the fd.
@@ -658,7 +659,7 @@ impl EventLoop {
         self.terminate_deadline = Some(Instant::now() + TERMINATE_GRACE);
     }
 
-    fn terminate(&mut self) {
+    fn terminate(&mut self, kill_now: bool) {
         if matches!(self.phase, Phase::Terminating | Phase::Finished) {
             return;
         }
@@ -672,7 +673,11 @@ impl EventLoop {
             self.notify_service(job);
         }
         self.fail_open_jobs();
-        self.stop_all_workers();
+        self.stop_all_workers(if kill_now {
+            Signal::SIGKILL
+        } else {
+            Signal::SIGTERM
+        });
     }
 
     fn advance_phase(&mut self) {

@@ -148,8 +148,10 @@ impl PyEngine {
         self.send(Command::Close).or(Ok(()))
     }
 
-    fn terminate(&self) -> PyResult<()> {
-        self.send(Command::Terminate).or(Ok(()))
+    /// Stops the workers now: SIGTERM, or SIGKILL with `kill=True`.
+    #[pyo3(signature = (kill=false))]
+    fn terminate(&self, kill: bool) -> PyResult<()> {
+        self.send(Command::Terminate { kill }).or(Ok(()))
     }
 
     /// Waits for the engine thread to finish (after `close` or `terminate`).

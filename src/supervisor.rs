@@ -65,7 +65,9 @@ impl ExitInfo {
     /// A likely cause worth telling the user, appended to messages.
     pub fn hint(&self) -> &'static str {
         match *self {
-            ExitInfo::Signal(libc::SIGKILL) => "; the out-of-memory killer is a common cause of SIGKILL",
+            ExitInfo::Signal(libc::SIGKILL) => {
+                "; the out-of-memory killer is a common cause of SIGKILL"
+            }
             _ => "",
         }
     }
@@ -297,7 +299,10 @@ mod tests {
     fn exit_info_describes_codes_and_signals() {
         assert_eq!(ExitInfo::Code(3).to_string(), "exited with code 3");
         let killed = ExitInfo::Signal(libc::SIGKILL);
-        assert!(killed.to_string().contains("signal 9 (SIGKILL)"), "{killed}");
+        assert!(
+            killed.to_string().contains("signal 9 (SIGKILL)"),
+            "{killed}"
+        );
         assert!(killed.hint().contains("out-of-memory"));
         let segv = ExitInfo::Signal(libc::SIGSEGV);
         assert!(segv.to_string().contains("SIGSEGV") && segv.hint().is_empty());

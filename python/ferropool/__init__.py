@@ -1,7 +1,8 @@
-"""ferropool: a drop-in ``multiprocessing.Pool`` with a Rust core.
+"""ferropool: a drop-in ``multiprocessing.Pool`` and
+``concurrent.futures.ProcessPoolExecutor`` with a Rust core.
 
     import ferropool as multiprocessing      # everything else is the stdlib's
-    from ferropool import Pool
+    from ferropool import Pool, ProcessPoolExecutor
 
 Every name of the stdlib's ``multiprocessing`` is available here; ``Pool`` and
 ``get_context`` are ferropool's, the rest are re-exported unchanged.
@@ -52,11 +53,17 @@ from typing import Any
 
 from ._errors import BrokenProcessPool, RemoteTaskError, WorkerLostError
 from .context import get_context as get_context
+from .executor import ProcessPoolExecutor as ProcessPoolExecutor
 from .pool import Pool as Pool
 
 __version__ = "0.1.0"
 
-__all__ = list(_mp.__all__) + ["BrokenProcessPool", "RemoteTaskError", "WorkerLostError"]
+__all__ = list(_mp.__all__) + [
+    "BrokenProcessPool",
+    "ProcessPoolExecutor",
+    "RemoteTaskError",
+    "WorkerLostError",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -96,6 +96,7 @@ def start_engine(
     initializer: Optional[Callable[..., Any]],
     initargs: Any,
     tasks_per_worker: Optional[int],
+    boot_failure_limit: Optional[int] = None,
 ) -> Started:
     setup = WorkerSetup(
         initializer=initializer,
@@ -107,7 +108,7 @@ def start_engine(
     common = dict(
         tasks_per_worker=tasks_per_worker,
         first_worker_number=reserve_worker_numbers(processes),
-        boot_failure_limit=max(3, processes),
+        boot_failure_limit=boot_failure_limit or max(3, processes),
     )
     if method == "spawn":
         return _start_spawn(processes, setup, common)

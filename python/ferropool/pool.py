@@ -295,16 +295,22 @@ def _feed(
             pass  # the pool stopped: the job was already failed
 
 
-def _service_loop(engine: Any, cache: Dict[int, Any]) -> None:
-    """Runs callbacks of completed jobs and forwards the engine's log lines."""
+def _service_loop(
+    engine: Any, cache: Dict[int, Any], on_engine_done: Optional[Callable[[], None]] = None
+) -> None:
+    """Runs callbacks of completed jobs and forwards the engine's log lines;
+    once the engine has ended, runs `on_engine_done` (reaps helper processes
+    when nobody joins)."""
     while True:
         jobs = engine.service_next()
         if jobs is None:
-            return
+            break
         for job_id in jobs:
             result = cache.pop(job_id, None)
             if result is not None:
                 result._complete_with_callbacks()
+    if on_engine_done is not None:
+        on_engine_done()
 
 
 class ApplyResult:

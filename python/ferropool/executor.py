@@ -1,0 +1,294 @@
+"""``ferropool.ProcessPoolExecutor``: ``concurrent.futures.ProcessPoolExecutor``
+on ferropool's engine (not on the stdlib's executor).
+
+    submit() ── pickle ──▶ pending (cancellable) ──dispatch──▶ engine (running)
+    service thread ◀── job complete ── engine: set the Future, dispatch more
+
+Futures are real ``concurrent.futures.Future`` objects. A future stays
+cancellable while it waits in ``pending``; only about two tasks per worker are
+handed to the engine at a time (the stdlib keeps ``max_workers + 1``).
+
+Differences from the stdlib, on purpose: a worker that dies fails only the
+future it was running, with ``WorkerLostError``, and the executor goes on;
+``max_tasks_per_child`` works with every start method (the stdlib refuses
+``fork``) and does not change the default start method; ``terminate_workers``,
+``kill_workers`` and ``map(buffersize=...)`` (Python 3.14's) exist on every
+supported Python.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import itertools
+import os
+import threading
+import time
+import weakref
+from concurrent.futures import Executor, Future
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional
+
+from . import _launch
+from ._errors import BrokenProcessPool
+from ._outcomes import POOL_BROKEN, decode
+from .pool import _dumps, _service_loop
+
+__all__ = ["ProcessPoolExecutor"]
+
+APPLY = 0
+# Tasks handed to the engine per worker; the rest wait, cancellable, in Python.
+IN_FLIGHT_PER_WORKER = 2
+
+_live_executors: "weakref.WeakSet[ProcessPoolExecutor]" = weakref.WeakSet()
+
+
+def _process_chunk(fn: Callable[..., Any], chunk: List[tuple]) -> List[Any]:
+    """Runs one chunk of ``map`` in a worker."""
+    return [fn(*args) for args in chunk]
+
+
+class _WorkItem:
+    __slots__ = ("executor", "future", "func", "payload", "job")
+
+    def __init__(self, executor: ProcessPoolExecutor, future: Future, func: bytes, payload: bytes):
+        self.executor = executor
+        self.future = future
+        self.func = func
+        self.payload = payload
+        self.job: Any = None
+
+    def _complete_with_callbacks(self) -> None:
+        """Service thread: settle the future, then hand out more work."""
+        status, value = 0, None
+        for _, status, payload in self.job.take():
+            success, value = decode(status, payload)
+            if success:
+                self.future.set_result(value)
+            else:
+                self.future.set_exception(value)
+        self.executor._task_done(self, broken=value if status == POOL_BROKEN else None)
+
+
+class ProcessPoolExecutor(Executor):
+    """An executor that runs calls in a pool of worker processes."""
+
+    def __init__(
+        self,
+        max_workers: Optional[int] = None,
+        mp_context: Any = None,
+        initializer: Optional[Callable[..., Any]] = None,
+        initargs: Iterable[Any] = (),
+        *,
+        max_tasks_per_child: Optional[int] = None,
+    ) -> None:
+        self._engine: Any = None
+        if max_workers is None:
+            max_workers = os.cpu_count() or 1
+        elif max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if max_tasks_per_child is not None:
+            if not isinstance(max_tasks_per_child, int):
+                raise TypeError("max_tasks_per_child must be an integer")
+            elif max_tasks_per_child <= 0:
+                raise ValueError("max_tasks_per_child must be >= 1")
+        self._max_workers = max_workers
+        self._mp_context = mp_context
+        self._lock = threading.Lock()
+        self._pending: Deque[_WorkItem] = collections.deque()
+        self._in_flight = 0
+        self._in_flight_limit = max_workers * IN_FLIGHT_PER_WORKER
+        self._cache: Dict[int, _WorkItem] = {}
+        self._shutdown = False
+        self._engine_closed = False
+        self._broken: Optional[str] = None
+        started = _launch.start_engine(
+            _launch.start_method_of(mp_context),
+            max_workers,
+            initializer,
+            initargs,
+            max_tasks_per_child,
+            boot_failure_limit=1,  # as the stdlib: a failing initializer breaks the pool
+        )
+        self._engine = started.engine
+        self._reap_helpers = started.reap
+        self._service = threading.Thread(
+            target=_service_loop,
+            args=(self._engine, self._cache, self._reap_helpers),
+            name="ferropool-executor-service",
+            daemon=True,
+        )
+        self._service.start()
+        _live_executors.add(self)
+
+    # ----- submitting ----------------------------------------------------
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        if not callable(fn):
+            raise TypeError(f"'{type(fn).__name__}' object is not callable")
+        with self._lock:
+            if self._broken is not None:
+                raise BrokenProcessPool(self._broken)
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            future: Future = Future()
+            try:
+                item = _WorkItem(self, future, _dumps(fn), _dumps((args, kwargs)))
+            except Exception as e:
+                # As the stdlib: an argument that cannot be pickled fails its
+                # own future; the executor carries on.
+                future.set_exception(e)
+                return future
+            self._pending.append(item)
+            self._dispatch()
+        return future
+
+    def _dispatch(self) -> None:
+        """Hands pending work to the engine while there is room (lock held)."""
+        while self._pending and self._in_flight < self._in_flight_limit:
+            item = self._pending.popleft()
+            if not item.future.set_running_or_notify_cancel():
+                continue
+            item.job = self._engine.new_job(item.func, APPLY, True)
+            self._cache[item.job.id] = item
+            self._in_flight += 1
+            self._engine.add_tasks(item.job, 0, [item.payload], True)
+        if self._shutdown and not self._pending and not self._engine_closed:
+            # Close only once nothing waits here: the engine stops its workers
+            # as soon as it has no jobs left.
+            self._engine_closed = True
+            self._engine.close()
+
+    def _task_done(self, item: _WorkItem, broken: Any) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            if broken is not None and self._broken is None:
+                self._broken = str(broken)
+                for waiting in self._pending:
+                    if waiting.future.set_running_or_notify_cancel():
+                        waiting.future.set_exception(BrokenProcessPool(self._broken))
+                self._pending.clear()
+            if self._broken is None:
+                self._dispatch()
+            elif self._shutdown and not self._engine_closed:
+                self._engine_closed = True
+                self._engine.close()
+
+    def map(  # type: ignore[override]
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: Optional[float] = None,
+        chunksize: int = 1,
+        buffersize: Optional[int] = None,
+    ) -> Iterator[Any]:
+        """Like ``map(fn, *iterables)``, run in the workers, results in order.
+
+        ``buffersize`` (Python 3.14's) bounds how many chunks are submitted
+        ahead of the one being yielded, so the input is read lazily; with
+        None every chunk is submitted at once, as in the stdlib."""
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if buffersize is not None:
+            if not isinstance(buffersize, int):
+                raise TypeError("buffersize must be an integer or None")
+            if buffersize < 1:
+                raise ValueError("buffersize must be None or > 0")
+        end_time = None if timeout is None else timeout + time.monotonic()
+        chunks = _batched(zip(*iterables), chunksize)
+        submit = self.submit
+        if buffersize is None:
+            futures = collections.deque(submit(_process_chunk, fn, c) for c in chunks)
+        else:
+            futures = collections.deque(
+                submit(_process_chunk, fn, c) for c in itertools.islice(chunks, buffersize)
+            )
+        return _results_in_order(futures, end_time, chunks if buffersize else None, fn, submit)
+
+    # ----- stopping ------------------------------------------------------
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if self._engine is None:
+            return
+        with self._lock:
+            self._shutdown = True
+            if cancel_futures:
+                for item in self._pending:
+                    item.future.cancel()
+                self._pending.clear()
+            self._dispatch()
+        if wait:
+            self._engine.wait_finished()
+            if threading.current_thread() is not self._service:
+                self._service.join()
+            self._reap_helpers()
+            _live_executors.discard(self)
+
+    def terminate_workers(self) -> None:
+        """Stops every worker with SIGTERM now (Python 3.14's API). Pending
+        work is cancelled; running work fails with BrokenProcessPool."""
+        self._force_shutdown(kill=False)
+
+    def kill_workers(self) -> None:
+        """Stops every worker with SIGKILL now (Python 3.14's API)."""
+        self._force_shutdown(kill=True)
+
+    def _force_shutdown(self, kill: bool) -> None:
+        if self._engine is None:
+            return
+        self.shutdown(wait=False, cancel_futures=True)
+        self._engine.terminate(kill)
+
+    def __del__(self) -> None:
+        engine = getattr(self, "_engine", None)
+        if engine is not None and not getattr(self, "_shutdown", True):
+            try:
+                self.shutdown(wait=False, cancel_futures=True)
+            except Exception:
+                pass
+
+
+@atexit.register
+def _finish_forgotten_executors() -> None:
+    """As the stdlib: at interpreter exit, executors nobody shut down finish
+    the work they were given."""
+    for executor in list(_live_executors):
+        try:
+            executor.shutdown(wait=True)
+        except Exception:
+            pass
+
+
+def _batched(items: Iterator[tuple], size: int) -> Iterator[List[tuple]]:
+    while True:
+        chunk = list(itertools.islice(items, size))
+        if not chunk:
+            return
+        yield chunk
+
+
+def _results_in_order(
+    futures: Deque[Future],
+    end_time: Optional[float],
+    more_chunks: Optional[Iterator[List[tuple]]],
+    fn: Callable[..., Any],
+    submit: Callable[..., Future],
+) -> Iterator[Any]:
+    """Yields each chunk's results in order; submits one more chunk per chunk
+    consumed when buffered; cancels what is left if the consumer stops early
+    or a result times out."""
+    try:
+        while futures:
+            future = futures.popleft()
+            if end_time is None:
+                chunk = future.result()
+            else:
+                chunk = future.result(end_time - time.monotonic())
+            if more_chunks is not None:
+                for c in itertools.islice(more_chunks, 1):
+                    futures.append(submit(_process_chunk, fn, c))
+            yield from chunk
+    finally:
+        for future in futures:
+            future.cancel()
