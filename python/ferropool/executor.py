@@ -39,7 +39,7 @@ APPLY = 0
 # Tasks handed to the engine per worker; the rest wait, cancellable, in Python.
 IN_FLIGHT_PER_WORKER = 2
 
-_live_executors: "weakref.WeakSet[ProcessPoolExecutor]" = weakref.WeakSet()
+_live_executors: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
 
 
 def _process_chunk(fn: Callable[..., Any], chunk: List[tuple]) -> List[Any]:
@@ -175,7 +175,7 @@ class ProcessPoolExecutor(Executor):
                 self._engine_closed = True
                 self._engine.close()
 
-    def map(  # type: ignore[override]
+    def map(
         self,
         fn: Callable[..., Any],
         *iterables: Iterable[Any],
