@@ -134,6 +134,7 @@ impl PyEngine {
                 job: job.job.id,
                 index: start + i as u64,
                 payload: bytes.as_bytes().to_vec(),
+                sent_at: None,
             });
         }
         job.job.add_submitted(tasks.len() as u64);

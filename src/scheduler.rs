@@ -11,9 +11,15 @@
 //!
 //! A worker runs its tasks in the order it received them, so the first task
 //! in its in-flight list is the one it is running.
+//!
+//! Prefetch (a second task queued on a busy worker) hides the hand-off
+//! latency of short tasks, but a task queued behind a long one waits even if
+//! another worker goes idle. So it is adaptive: only while the moving
+//! average of recent task times is short.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::jobs::{Job, JobId, TaskOutcome};
 use crate::protocol::{self, CallMode, Kind, ResultStatus};
@@ -22,7 +28,12 @@ pub struct Task {
     pub job: JobId,
     pub index: u64,
     pub payload: Vec<u8>,
+    /// When it was written to a worker (None while queued).
+    pub sent_at: Option<Instant>,
 }
+
+/// Tasks shorter than this on average are worth prefetching.
+pub const PREFETCH_BELOW: Duration = Duration::from_millis(5);
 
 struct JobEntry {
     job: Arc<Job>,
@@ -42,6 +53,9 @@ pub struct WorkerSlot {
     /// Tasks handed to this worker over its life (for maxtasksperchild).
     pub taken: u64,
     pub task_limit: Option<u64>,
+    /// When this worker last reported a result: a queued task's own run
+    /// starts then, not when it was sent.
+    pub last_done_at: Option<Instant>,
 }
 
 impl WorkerSlot {
@@ -73,6 +87,8 @@ pub struct Scheduler {
     queue: VecDeque<Task>,
     jobs: HashMap<JobId, JobEntry>,
     prefetch: usize,
+    /// Moving average of recent task run times (None until measured).
+    task_time: Option<Duration>,
 }
 
 impl Scheduler {
@@ -81,6 +97,7 @@ impl Scheduler {
             queue: VecDeque::new(),
             jobs: HashMap::new(),
             prefetch: prefetch.max(1),
+            task_time: None,
         }
     }
 
@@ -154,7 +171,7 @@ impl Scheduler {
         workers: impl Iterator<Item = (&'a mut WorkerSlot, &'a mut Vec<u8>)>,
     ) {
         let mut workers: Vec<_> = workers.collect();
-        for depth in 1..=self.prefetch {
+        for depth in 1..=self.depth() {
             for (slot, out) in workers.iter_mut() {
                 if self.queue.is_empty() {
                     return;
@@ -166,8 +183,31 @@ impl Scheduler {
         }
     }
 
+    /// How many tasks a worker may hold now.
+    pub fn depth(&self) -> usize {
+        match self.task_time {
+            Some(t) if t < PREFETCH_BELOW => self.prefetch,
+            _ => 1,
+        }
+    }
+
+    fn record_task_time(&mut self, slot: &mut WorkerSlot, task: &Task) {
+        let now = Instant::now();
+        let started = match (task.sent_at, slot.last_done_at) {
+            (Some(sent), Some(done)) => sent.max(done),
+            (Some(sent), None) => sent,
+            (None, _) => return,
+        };
+        slot.last_done_at = Some(now);
+        let sample = now.saturating_duration_since(started);
+        self.task_time = Some(match self.task_time {
+            None => sample,
+            Some(avg) => (avg * 4 + sample) / 5,
+        });
+    }
+
     fn assign_one(&mut self, slot: &mut WorkerSlot, out: &mut Vec<u8>) {
-        let Some(task) = self.queue.pop_front() else {
+        let Some(mut task) = self.queue.pop_front() else {
             return;
         };
         if let Some(entry) = self.jobs.get(&task.job) {
@@ -176,6 +216,7 @@ impl Scheduler {
             }
         }
         protocol::encode_into(out, Kind::Task, 0, task.job, task.index, &task.payload);
+        task.sent_at = Some(Instant::now());
         slot.taken += 1;
         slot.inflight.push_back(task);
     }
@@ -192,8 +233,8 @@ impl Scheduler {
             .inflight
             .iter()
             .position(|t| t.job == job && t.index == outcome.index);
-        if let Some(pos) = pos {
-            slot.inflight.remove(pos);
+        if let Some(task) = pos.and_then(|pos| slot.inflight.remove(pos)) {
+            self.record_task_time(slot, &task);
         }
         self.deliver(job, outcome)
     }
@@ -291,7 +332,8 @@ mod tests {
             assert!(s.add_task(Task {
                 job: 1,
                 index: i,
-                payload: vec![i as u8]
+                payload: vec![i as u8],
+                sent_at: None,
             }));
         }
         (s, job)
@@ -305,9 +347,37 @@ mod tests {
         }
     }
 
+    fn with_short_tasks(s: &mut Scheduler) {
+        s.task_time = Some(Duration::from_micros(50));
+    }
+
+    #[test]
+    fn no_prefetch_until_tasks_are_known_to_be_short() {
+        let (mut s, _) = setup(4);
+        let mut a = (WorkerSlot::new(None), Vec::new());
+        s.fill([(&mut a.0, &mut a.1)].into_iter());
+        assert_eq!(a.0.inflight.len(), 1, "unknown task time: one at a time");
+        s.task_time = Some(Duration::from_secs(1));
+        s.fill([(&mut a.0, &mut a.1)].into_iter());
+        assert_eq!(a.0.inflight.len(), 1, "long tasks: one at a time");
+        with_short_tasks(&mut s);
+        s.fill([(&mut a.0, &mut a.1)].into_iter());
+        assert_eq!(a.0.inflight.len(), 2);
+    }
+
+    #[test]
+    fn completing_tasks_measures_their_time() {
+        let (mut s, _) = setup(1);
+        let mut a = (WorkerSlot::new(None), Vec::new());
+        s.fill([(&mut a.0, &mut a.1)].into_iter());
+        s.complete(&mut a.0, ok(0), 1);
+        assert!(s.task_time.is_some_and(|t| t < Duration::from_secs(1)));
+    }
+
     #[test]
     fn fill_spreads_before_prefetching_and_sends_func_once() {
         let (mut s, _) = setup(5);
+        with_short_tasks(&mut s);
         let mut a = (WorkerSlot::new(None), Vec::new());
         let mut b = (WorkerSlot::new(None), Vec::new());
         s.fill([(&mut a.0, &mut a.1), (&mut b.0, &mut b.1)].into_iter());
@@ -335,6 +405,7 @@ mod tests {
     #[test]
     fn lost_worker_fails_running_task_and_requeues_rest_in_order() {
         let (mut s, _) = setup(4);
+        with_short_tasks(&mut s);
         let mut a = (WorkerSlot::new(None), Vec::new());
         s.fill([(&mut a.0, &mut a.1)].into_iter());
         let lost = s.worker_gone(&mut a.0, true).expect("running task");
