@@ -10,6 +10,7 @@ import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
 
+import ferropool
 import pytest
 from _exec_helpers import (
     ReadCounter,
@@ -25,8 +26,6 @@ from _exec_helpers import (
 )
 from _helpers import raise_value_error, square
 from _support import METHODS
-
-import ferropool
 from ferropool import ProcessPoolExecutor, WorkerLostError
 
 
