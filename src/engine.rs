@@ -38,6 +38,8 @@ pub struct EngineConfig {
     pub setup: Option<Vec<u8>>,
     /// Consecutive workers dying before they are ready that break the pool.
     pub boot_failure_limit: u32,
+    /// A task (or chunk) running longer than this has its worker killed.
+    pub task_timeout: Option<std::time::Duration>,
 }
 
 pub enum Command {

@@ -54,6 +54,8 @@ struct Worker {
     pid: Option<i32>,
     child: Option<Child>,
     dead: bool,
+    /// Killed for running past the task timeout.
+    timed_out: bool,
 }
 
 impl Worker {
@@ -80,6 +82,8 @@ struct Dying {
     before_ready: bool,
     /// It was told to exit: a clean exit is no news.
     expected: bool,
+    /// We killed it (task timeout): its signal is no news either.
+    killed_by_us: bool,
     since: Instant,
 }
 
@@ -145,6 +149,7 @@ impl EventLoop {
             for (idx, revents) in ready {
                 self.service_worker(idx, revents);
             }
+            self.kill_overdue_workers();
             self.bury_dead_workers();
             self.retire_workers();
             self.start_workers();
@@ -182,13 +187,24 @@ impl EventLoop {
             }
             fds.push(pollfd(w.sock.as_raw_fd(), events));
         }
-        let timeout_ms: i32 = if !self.dying.is_empty() {
+        let mut timeout_ms: i32 = if !self.dying.is_empty() {
             5
         } else if self.terminate_deadline.is_some() {
             50
         } else {
             -1
         };
+        if let Some(deadline) = self.next_task_deadline() {
+            let ms = deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis() as i32
+                + 1;
+            timeout_ms = if timeout_ms < 0 {
+                ms
+            } else {
+                timeout_ms.min(ms)
+            };
+        }
         // SAFETY: `fds` is a valid, exclusively borrowed array of pollfd.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         if n <= 0 {
@@ -343,6 +359,15 @@ impl EventLoop {
                     let d = self.scheduler.complete(&mut w.slot, outcome, frame.job);
                     self.after_delivery(frame.job, d);
                 }
+                Kind::Retiring => {
+                    let w = &mut self.workers[idx];
+                    // Tasks sent after its last result never started: rerun them.
+                    self.scheduler.worker_gone(&mut w.slot, false);
+                    w.state = WorkerState::Retiring;
+                    let why = String::from_utf8_lossy(&frame.payload);
+                    let msg = format!("{} retires: {why}; replacing it", w.describe());
+                    self.shared.log(log::Level::Info, msg);
+                }
                 _ => {} // workers send nothing else
             }
         }
@@ -474,6 +499,7 @@ impl EventLoop {
                         pid,
                         child: launched.child,
                         dead: false,
+                        timed_out: false,
                     });
                     let idx = self.workers.len() - 1;
                     self.flush(idx);
@@ -495,18 +521,81 @@ impl EventLoop {
             }
             let mut w = self.workers.swap_remove(i);
             let was_running = w.state == WorkerState::Ready || w.state == WorkerState::Retiring;
-            let lost = self.scheduler.worker_gone(&mut w.slot, was_running);
+            let mut lost = self.scheduler.worker_gone(&mut w.slot, was_running);
             let pid = w.pid.or_else(|| self.zygote_pids.get(&w.number).copied());
+            if w.timed_out {
+                if let Some(task) = lost.take() {
+                    self.fail_timed_out(task, &w.describe());
+                }
+            }
             self.dying.push(Dying {
                 pid,
                 number: w.number,
                 child: w.child.take(),
                 expected: w.state == WorkerState::Retiring && lost.is_none(),
                 before_ready: w.state == WorkerState::Starting,
+                killed_by_us: w.timed_out,
                 lost,
                 since: Instant::now(),
             });
         }
+    }
+
+    /// The earliest moment a running task reaches the task timeout.
+    fn next_task_deadline(&self) -> Option<Instant> {
+        let limit = self.config.task_timeout?;
+        self.workers
+            .iter()
+            .filter(|w| w.state == WorkerState::Ready && !w.timed_out)
+            .filter_map(|w| Scheduler::running_since(&w.slot))
+            .min()
+            .map(|start| start + limit)
+    }
+
+    /// Kills (with their process group, so their own children too) the
+    /// workers whose task ran past the timeout. Their sockets then close and
+    /// `bury_dead_workers` fails the task and replaces the worker.
+    fn kill_overdue_workers(&mut self) {
+        let Some(limit) = self.config.task_timeout else {
+            return;
+        };
+        let now = Instant::now();
+        for w in &mut self.workers {
+            if w.timed_out || w.state != WorkerState::Ready {
+                continue;
+            }
+            let overdue =
+                Scheduler::running_since(&w.slot).is_some_and(|start| now >= start + limit);
+            if !overdue {
+                continue;
+            }
+            if let Some(pid) = w.pid {
+                let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            w.timed_out = true;
+            let msg = format!(
+                "{} ran a task past the {:?} time limit; killed it",
+                w.describe(),
+                limit
+            );
+            self.shared.log(log::Level::Warn, msg);
+        }
+    }
+
+    fn fail_timed_out(&mut self, task: Task, who: &str) {
+        let limit = self.config.task_timeout.unwrap_or_default().as_secs_f64();
+        let message =
+            format!("the task ran past its time limit of {limit} s; {who} running it was killed");
+        let d = self.scheduler.deliver(
+            task.job,
+            TaskOutcome {
+                index: task.index,
+                status: ResultStatus::TimedOut,
+                payload: message.into_bytes(),
+            },
+        );
+        self.after_delivery(task.job, d);
     }
 
     fn retire_workers(&mut self) {
@@ -586,7 +675,7 @@ impl EventLoop {
             None => format!("worker #{}", d.number),
         };
         let clean = exit == ExitInfo::Code(0);
-        if d.expected && clean {
+        if (d.expected && clean) || d.killed_by_us {
             self.shared.log(log::Level::Debug, format!("{who} exited"));
         } else if self.phase != Phase::Terminating {
             self.shared

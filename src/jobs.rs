@@ -87,6 +87,16 @@ impl Job {
         })
     }
 
+    /// Counts one task that never reaches a worker and records its outcome.
+    pub fn add_local(&self, outcome: TaskOutcome) -> bool {
+        self.progress.update(|p| {
+            p.submitted += 1;
+            p.arrived.push_back(outcome);
+            p.received += 1;
+            p.refresh()
+        })
+    }
+
     pub fn add_submitted(&self, n: u64) {
         self.progress.update(|p| {
             p.submitted += n;

@@ -37,7 +37,9 @@ fn set_parent_death_signal(signal: i32) -> PyResult<()> {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Forward the `log` crate to Python's `logging` (logger "ferropool").
-    let _ = pyo3_log::try_init();
+    // Levels are not cached: logging is often configured after the first
+    // pool started, and only the service thread logs, rarely.
+    let _ = pyo3_log::Logger::new(m.py(), pyo3_log::Caching::Loggers)?.install();
     m.add_class::<py_engine::PyEngine>()?;
     m.add_class::<py_engine::PyJob>()?;
     m.add_class::<py_worker::WorkerChannel>()?;

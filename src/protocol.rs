@@ -41,6 +41,9 @@ pub enum Kind {
     Ready = 10,
     /// Outcome of task `index` of `job`; `flags` is a [`ResultStatus`].
     Result = 11,
+    /// The worker exits after this frame (payload: UTF-8 reason) and starts
+    /// none of the tasks it was sent after its last result.
+    Retiring = 12,
 }
 
 impl Kind {
@@ -54,6 +57,7 @@ impl Kind {
             6 => Kind::Setup,
             10 => Kind::Ready,
             11 => Kind::Result,
+            12 => Kind::Retiring,
             _ => return None,
         })
     }
@@ -100,6 +104,12 @@ pub enum ResultStatus {
     WorkerLost = 4,
     /// Engine-made: the pool broke or was terminated first. payload = UTF-8 message.
     PoolBroken = 5,
+    /// Engine-made: the task ran past `task_timeout`; its worker was killed.
+    /// payload = UTF-8 message.
+    TimedOut = 6,
+    /// Made by the Python side: the task never left the parent (its input
+    /// raised, or it could not be pickled); the exception stays there.
+    LocalError = 7,
 }
 
 impl ResultStatus {
@@ -111,6 +121,8 @@ impl ResultStatus {
             3 => ResultStatus::EncodingError,
             4 => ResultStatus::WorkerLost,
             5 => ResultStatus::PoolBroken,
+            6 => ResultStatus::TimedOut,
+            7 => ResultStatus::LocalError,
             _ => return None,
         })
     }
@@ -306,10 +318,10 @@ mod tests {
 
     #[test]
     fn enums_round_trip() {
-        for k in [1u8, 2, 3, 4, 5, 6, 10, 11] {
+        for k in [1u8, 2, 3, 4, 5, 6, 10, 11, 12] {
             assert_eq!(Kind::from_u8(k).map(|k| k as u8), Some(k));
         }
-        for s in 0u8..=5 {
+        for s in 0u8..=7 {
             assert_eq!(ResultStatus::from_u8(s).map(|s| s as u8), Some(s));
         }
         assert_eq!(CallMode::from_u8(3), None);

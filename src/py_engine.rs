@@ -13,8 +13,8 @@ use pyo3::types::{PyBytes, PyList};
 
 use crate::engine::{Command, Engine, EngineConfig, Phase, ServiceEvent};
 use crate::errors::EngineError;
-use crate::jobs::Job;
-use crate::protocol::CallMode;
+use crate::jobs::{Job, TaskOutcome};
+use crate::protocol::{CallMode, ResultStatus};
 use crate::scheduler::Task;
 use crate::supervisor::Launcher;
 use crate::wait::blocking_wait;
@@ -53,7 +53,7 @@ impl PyEngine {
     #[new]
     #[pyo3(signature = (processes, *, spawn_argv=None, inherited_fds=Vec::new(), zygote_fd=None,
                         prepare=None, setup=None, tasks_per_worker=None, prefetch=2,
-                        first_worker_number=1, boot_failure_limit=3))]
+                        first_worker_number=1, boot_failure_limit=3, task_timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         processes: usize,
@@ -66,6 +66,7 @@ impl PyEngine {
         prefetch: usize,
         first_worker_number: u64,
         boot_failure_limit: u32,
+        task_timeout: Option<f64>,
     ) -> PyResult<Self> {
         if processes == 0 {
             return Err(PyValueError::new_err(
@@ -95,6 +96,15 @@ impl PyEngine {
             prepare,
             setup,
             boot_failure_limit: boot_failure_limit.max(1),
+            task_timeout: match task_timeout {
+                Some(t) if !(t > 0.0 && t.is_finite()) => {
+                    return Err(PyValueError::new_err(format!(
+                        "task_timeout must be a positive number of seconds, not {t}"
+                    )))
+                }
+                Some(t) => Some(std::time::Duration::from_secs_f64(t)),
+                None => None,
+            },
         };
         let engine = Engine::start(config, launcher).map_err(EngineError::Io)?;
         Ok(PyEngine {
@@ -287,6 +297,16 @@ impl PyJob {
         blocking_wait(py, &self.job.progress, timeout, |p| {
             p.in_flight() < limit || p.complete
         })
+    }
+
+    /// Records that task `index` failed in the parent before it could be sent
+    /// (the Python side keeps the exception); it counts as submitted.
+    fn add_local_error(&self, index: u64) {
+        self.job.add_local(TaskOutcome {
+            index,
+            status: ResultStatus::LocalError,
+            payload: Vec::new(),
+        });
     }
 
     /// Outcomes produced so far and tasks submitted so far.

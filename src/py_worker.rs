@@ -60,6 +60,15 @@ fn write_frame(
     sock.write_all(payload)
 }
 
+/// Resident set size of this process, from /proc/self/statm.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
 #[pymethods]
 impl WorkerChannel {
     /// Takes ownership of `fd`, the worker's end of its socket.
@@ -93,17 +102,21 @@ impl WorkerChannel {
             .map_err(|e| EngineError::Io(e).into())
     }
 
-    /// Runs tasks until told to exit or the pool goes away.
+    /// Runs tasks until told to exit or the pool goes away, or, with
+    /// `max_rss` (bytes), until this process's resident memory has grown past
+    /// it after a task: then it tells the engine and returns.
     /// `load(payload) -> func` unpickles a job's function (its exception is
     /// kept and reported by every task of that job); `run(mode, func,
     /// payload) -> (status, bytes)` runs one task and never raises except to
     /// end the worker (SystemExit and the like).
+    #[pyo3(signature = (load, run, load_failed, max_rss=None))]
     fn serve(
         &mut self,
         py: Python<'_>,
         load: Bound<'_, PyAny>,
         run: Bound<'_, PyAny>,
         load_failed: Bound<'_, PyAny>,
+        max_rss: Option<u64>,
     ) -> PyResult<()> {
         let mut funcs: HashMap<u64, (u8, Result<Py<PyAny>, PyErr>)> = HashMap::new();
         loop {
@@ -141,6 +154,16 @@ impl WorkerChannel {
                     });
                     if written.is_err() {
                         return Ok(()); // the pool is gone
+                    }
+                    if let (Some(limit), Some(rss)) = (max_rss, resident_bytes()) {
+                        if rss > limit {
+                            let why = format!("its memory ({rss} bytes resident) is past max_memory_per_child ({limit})");
+                            let sock = &mut self.sock;
+                            let _ = py.detach(|| {
+                                write_frame(sock, Kind::Retiring, 0, 0, 0, why.as_bytes())
+                            });
+                            return Ok(());
+                        }
                     }
                 }
                 Kind::Forget => {

@@ -183,6 +183,16 @@ impl Scheduler {
         }
     }
 
+    /// When the task this worker is running began: it was sent, or the
+    /// worker finished the one before it, whichever came later.
+    pub fn running_since(slot: &WorkerSlot) -> Option<Instant> {
+        let sent = slot.inflight.front()?.sent_at?;
+        Some(match slot.last_done_at {
+            Some(done) => sent.max(done),
+            None => sent,
+        })
+    }
+
     /// How many tasks a worker may hold now.
     pub fn depth(&self) -> usize {
         match self.task_time {

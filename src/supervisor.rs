@@ -265,6 +265,8 @@ fn spawn_worker(argv: &[OsString], sock: &UnixStream, inherited: &[OwnedFd]) -> 
     let inherited_raw: Vec<RawFd> = inherited.iter().map(|fd| fd.as_raw_fd()).collect();
     let mut cmd = Command::new(program);
     cmd.args(args);
+    // Own process group, so a timed-out task's children die with it.
+    cmd.process_group(0);
     // SAFETY: the closure runs in the child between fork and exec and only
     // makes async-signal-safe calls (dup2, prctl).
     unsafe {

@@ -128,3 +128,21 @@ def increment(x):
 
 def init_fails():
     raise RuntimeError("initializer failed on purpose")
+
+
+def delayed(pair):
+    """imap-friendly sleep: `pair` is (seconds, value)."""
+    seconds, value = pair
+    time.sleep(seconds)
+    return value
+
+
+def return_lock_for(_x):
+    return threading.Lock()
+
+
+def lock_if_two(x):
+    """Returns an unpicklable result for item 2 only."""
+    if x == 2:
+        return threading.Lock()
+    return x

@@ -8,9 +8,8 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
-
 import ferropool
+import psutil
 
 TESTS = Path(__file__).resolve().parent
 
@@ -69,6 +68,4 @@ def wait_gone(procs, timeout: float = 10.0) -> list:
 
 
 def ferropool_threads(exclude=()) -> list:
-    return [
-        t for t in threading.enumerate() if t.name.startswith("ferropool") and t not in exclude
-    ]
+    return [t for t in threading.enumerate() if t.name.startswith("ferropool") and t not in exclude]

@@ -51,7 +51,7 @@ from multiprocessing import (  # noqa: F401  (re-exported for drop-in use)
 )
 from typing import Any
 
-from ._errors import BrokenProcessPool, RemoteTaskError, WorkerLostError
+from ._errors import BrokenProcessPool, RemoteTaskError, TaskTimeoutError, WorkerLostError
 from .context import get_context as get_context
 from .executor import ProcessPoolExecutor as ProcessPoolExecutor
 from .pool import Pool as Pool
@@ -62,6 +62,7 @@ __all__ = list(_mp.__all__) + [
     "BrokenProcessPool",
     "ProcessPoolExecutor",
     "RemoteTaskError",
+    "TaskTimeoutError",
     "WorkerLostError",
 ]
 

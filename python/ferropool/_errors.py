@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
 from concurrent.futures.process import BrokenProcessPool
 
-__all__ = ["BrokenProcessPool", "RemoteTaskError", "WorkerLostError"]
+__all__ = ["BrokenProcessPool", "RemoteTaskError", "TaskTimeoutError", "WorkerLostError"]
+
+
+def _timeout_bases() -> tuple:
+    # The builtin TimeoutError, and the two library ones where they differ
+    # from it (concurrent.futures' is the builtin one from Python 3.11 on).
+    bases = [multiprocessing.TimeoutError, concurrent.futures.TimeoutError, TimeoutError]
+    return tuple(dict.fromkeys(bases))
 
 
 class WorkerLostError(BrokenProcessPool):
@@ -20,3 +29,11 @@ class RemoteTaskError(Exception):
     """A task raised an exception that could not be sent to the parent
     (it could not be pickled there or unpickled here). The message keeps its
     type name and text; ``__cause__`` carries the worker's traceback."""
+
+
+class TaskTimeoutError(*_timeout_bases()):  # type: ignore[misc]
+    """The task ran longer than the pool's ``task_timeout``; its worker (with
+    the worker's own child processes) was killed and replaced.
+
+    A subclass of ``TimeoutError``, ``multiprocessing.TimeoutError`` and
+    ``concurrent.futures.TimeoutError``."""

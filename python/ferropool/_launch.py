@@ -77,6 +77,23 @@ class Started:
     reap: Callable[[], None]
 
 
+def check_limits(task_timeout: Any, max_memory_per_child: Any) -> None:
+    """Validates ferropool's own keyword arguments, naming the bad one."""
+    if task_timeout is not None:
+        if isinstance(task_timeout, bool) or not isinstance(task_timeout, (int, float)):
+            raise TypeError(
+                f"task_timeout must be a number of seconds or None, not {task_timeout!r}"
+            )
+        if not task_timeout > 0:
+            raise ValueError(f"task_timeout must be positive, not {task_timeout!r}")
+    limit = max_memory_per_child
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise TypeError(f"max_memory_per_child must be a number of bytes or None, not {limit!r}")
+        if limit <= 0:
+            raise ValueError(f"max_memory_per_child must be positive, not {limit!r}")
+
+
 def reserve_worker_numbers(count: int) -> int:
     """Worker names continue the stdlib's process counter (ForkPoolWorker-N)."""
     first = next(process._process_counter)
@@ -97,6 +114,8 @@ def start_engine(
     initargs: Any,
     tasks_per_worker: Optional[int],
     boot_failure_limit: Optional[int] = None,
+    task_timeout: Optional[float] = None,
+    max_memory: Optional[int] = None,
 ) -> Started:
     setup = WorkerSetup(
         initializer=initializer,
@@ -104,8 +123,10 @@ def start_engine(
         start_method=method,
         name_prefix=WORKER_NAMES[method],
         parent_pid=os.getpid(),
+        max_memory=max_memory,
     )
     common = dict(
+        task_timeout=task_timeout,
         tasks_per_worker=tasks_per_worker,
         first_worker_number=reserve_worker_numbers(processes),
         boot_failure_limit=boot_failure_limit or max(3, processes),

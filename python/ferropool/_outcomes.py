@@ -8,7 +8,7 @@ import pickle
 from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
 from typing import Any, Tuple
 
-from ._errors import BrokenProcessPool, RemoteTaskError, WorkerLostError
+from ._errors import BrokenProcessPool, RemoteTaskError, TaskTimeoutError, WorkerLostError
 
 OK = 0
 RAISED = 1
@@ -16,6 +16,8 @@ RAISED_UNPICKLABLE = 2
 ENCODING_ERROR = 3
 WORKER_LOST = 4
 POOL_BROKEN = 5
+TIMED_OUT = 6
+LOCAL_ERROR = 7  # the exception stays with the Python handle (see pool.IMapIterator)
 
 Decoded = Tuple[bool, Any]
 
@@ -53,6 +55,8 @@ def decode(status: int, payload: bytes) -> Decoded:
         return False, WorkerLostError(text)
     if status == POOL_BROKEN:
         return False, BrokenProcessPool(text)
+    if status == TIMED_OUT:
+        return False, TaskTimeoutError(text)
     return False, RuntimeError(f"unknown task status {status}: {text}")
 
 

@@ -49,6 +49,7 @@ class WorkerSetup:
     start_method: str
     name_prefix: str
     parent_pid: int
+    max_memory: Optional[int] = None
 
 
 class InheritedFd:
@@ -151,7 +152,7 @@ def run_worker(channel: Any, setup: WorkerSetup, number: int, forked: bool) -> i
         return 1
     try:
         channel.send_ready(os.getpid())
-        channel.serve(_loads, run_task, load_failed)
+        channel.serve(_loads, run_task, load_failed, setup.max_memory)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 1
     finally:
@@ -250,6 +251,8 @@ def zygote_loop(ctl: socket.socket, setup: WorkerSetup, forked_from_parent: bool
                     _native.set_parent_death_signal(signal.SIGKILL)
                     if os.getppid() != my_pid:
                         os._exit(1)  # the zygote died before prctl took effect
+                    # Own process group: a timed-out task's children die with it.
+                    os.setpgid(0, 0)
                     channel = _native.WorkerChannel(fds[0])
                     code = run_worker(channel, setup, number, forked=True)
                 finally:

@@ -15,10 +15,10 @@ class FerroContext:
     def __init__(self, base: Any) -> None:
         self._base = base
 
-    def Pool(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None):  # noqa: N802
+    def Pool(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None, **options):  # noqa: N802
         from .pool import Pool
 
-        return Pool(processes, initializer, initargs, maxtasksperchild, context=self)
+        return Pool(processes, initializer, initargs, maxtasksperchild, context=self, **options)
 
     def get_context(self, method: Optional[str] = None) -> FerroContext:
         return get_context(method)

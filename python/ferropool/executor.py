@@ -70,7 +70,10 @@ class _WorkItem:
 
 
 class ProcessPoolExecutor(Executor):
-    """An executor that runs calls in a pool of worker processes."""
+    """An executor that runs calls in a pool of worker processes.
+
+    ferropool's own keyword-only options, as for ``Pool``: ``task_timeout``
+    and ``max_memory_per_child``."""
 
     def __init__(
         self,
@@ -80,6 +83,8 @@ class ProcessPoolExecutor(Executor):
         initargs: Iterable[Any] = (),
         *,
         max_tasks_per_child: Optional[int] = None,
+        task_timeout: Optional[float] = None,
+        max_memory_per_child: Optional[int] = None,
     ) -> None:
         self._engine: Any = None
         if max_workers is None:
@@ -93,6 +98,7 @@ class ProcessPoolExecutor(Executor):
                 raise TypeError("max_tasks_per_child must be an integer")
             elif max_tasks_per_child <= 0:
                 raise ValueError("max_tasks_per_child must be >= 1")
+        _launch.check_limits(task_timeout, max_memory_per_child)
         self._max_workers = max_workers
         self._mp_context = mp_context
         self._lock = threading.Lock()
@@ -110,6 +116,8 @@ class ProcessPoolExecutor(Executor):
             initargs,
             max_tasks_per_child,
             boot_failure_limit=1,  # as the stdlib: a failing initializer breaks the pool
+            task_timeout=task_timeout,
+            max_memory=max_memory_per_child,
         )
         self._engine = started.engine
         self._reap_helpers = started.reap

@@ -23,7 +23,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 from . import _launch
-from ._outcomes import decode
+from ._outcomes import LOCAL_ERROR, decode
 
 __all__ = ["Pool", "AsyncResult", "ApplyResult", "MapResult", "IMapIterator"]
 
@@ -47,7 +47,12 @@ def _check_callable(func: Any) -> None:
 
 
 class Pool:
-    """A process pool with the API of ``multiprocessing.Pool``."""
+    """A process pool with the API of ``multiprocessing.Pool``.
+
+    ferropool's own keyword-only options: ``task_timeout`` (seconds per task,
+    or per chunk of a map: a task over it has its worker killed and fails with
+    ``TaskTimeoutError``) and ``max_memory_per_child`` (bytes: a worker whose
+    resident memory has grown past it is replaced after its current task)."""
 
     def __init__(
         self,
@@ -56,6 +61,9 @@ class Pool:
         initargs: Iterable[Any] = (),
         maxtasksperchild: Optional[int] = None,
         context: Any = None,
+        *,
+        task_timeout: Optional[float] = None,
+        max_memory_per_child: Optional[int] = None,
     ) -> None:
         self._state = INIT
         self._ctx = context
@@ -69,9 +77,18 @@ class Pool:
                 raise ValueError("maxtasksperchild must be a positive int or None")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
+        _launch.check_limits(task_timeout, max_memory_per_child)
         self._processes = processes
         self._start_method = method
-        started = _launch.start_engine(method, processes, initializer, initargs, maxtasksperchild)
+        started = _launch.start_engine(
+            method,
+            processes,
+            initializer,
+            initargs,
+            maxtasksperchild,
+            task_timeout=task_timeout,
+            max_memory=max_memory_per_child,
+        )
         self._engine = started.engine
         self._reap_helpers = started.reap
         self._cache: Dict[int, Any] = {}
@@ -225,6 +242,9 @@ class Pool:
         if length:
             for _ in range(0, length, chunksize):
                 payloads.append(_dumps(list(itertools.islice(items, chunksize))))
+        if length == 0:
+            # As the stdlib: an empty map is ready at once and calls no callback.
+            callback = error_callback = None
         job = self._new_job(func, mode, callback is not None or error_callback is not None)
         result = MapResult(self, job, chunksize, length, callback, error_callback)
         self._engine.add_tasks(job, 0, payloads, True)
@@ -277,17 +297,30 @@ def _terminate_forgotten_pools() -> None:
 def _feed(
     engine: Any, job: Any, items: Iterator[Any], chunksize: int, limit: int, it: IMapIterator
 ) -> None:
-    """Reads the input of an imap lazily: at most `limit` chunks in flight."""
+    """Reads the input of an imap lazily: at most `limit` chunks in flight.
+
+    As in the stdlib, a chunk that cannot be pickled fails at its own position
+    and the rest go on; an exception from the input fails the next position
+    and ends the input."""
     index = 0
     try:
         while job.wait_room(limit):
-            chunk = list(itertools.islice(items, chunksize))
+            try:
+                chunk = list(itertools.islice(items, chunksize))
+            except Exception as e:
+                it._local_errors[index] = e
+                job.add_local_error(index)
+                break
             if not chunk:
                 break
-            engine.add_tasks(job, index, [_dumps(chunk)], False)
+            try:
+                payload = _dumps(chunk)
+            except Exception as e:
+                it._local_errors[index] = e
+                job.add_local_error(index)
+            else:
+                engine.add_tasks(job, index, [payload], False)
             index += 1
-    except Exception as e:  # the input raised, or an item cannot be pickled
-        it._input_error = (index, e)
     finally:
         try:
             engine.add_tasks(job, index, [], True)
@@ -411,7 +444,8 @@ class IMapIterator:
         self._next_index = 0
         self._buffer: List[Any] = []
         self._stopped = False
-        self._input_error: Optional[tuple] = None  # (index, exception) from the feeder
+        # Exceptions of tasks that never left the parent, by index (see _feed).
+        self._local_errors: Dict[int, BaseException] = {}
         self._lock = threading.Lock()
 
     def __iter__(self) -> IMapIterator:
@@ -443,7 +477,7 @@ class IMapIterator:
             if self._ordered and self._next_index in self._pending:
                 status, payload = self._pending.pop(self._next_index)
                 self._next_index += 1
-                return decode(status, payload)
+                return self._decode(self._next_index - 1, status, payload)
             try:
                 outcome = self._job.next_outcome(timeout)
             except StopIteration:
@@ -453,15 +487,15 @@ class IMapIterator:
             index, status, payload = outcome
             if not self._ordered:
                 self._next_index += 1
-                return decode(status, payload)
+                return self._decode(index, status, payload)
             self._pending[index] = (status, payload)
 
+    def _decode(self, index: int, status: int, payload: bytes) -> tuple:
+        if status == LOCAL_ERROR:
+            return False, self._local_errors.pop(index)
+        return decode(status, payload)
+
     def _finish(self) -> tuple:
-        error = self._input_error
-        if error is not None and (not self._ordered or error[0] == self._next_index):
-            self._input_error = None
-            self._stopped = True
-            return False, error[1]
         self._stopped = True
         self._pool = None
         raise StopIteration
