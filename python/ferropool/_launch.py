@@ -89,7 +89,9 @@ def check_limits(task_timeout: Any, max_memory_per_child: Any) -> None:
     limit = max_memory_per_child
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int):
-            raise TypeError(f"max_memory_per_child must be a number of bytes or None, not {limit!r}")
+            raise TypeError(
+                f"max_memory_per_child must be a number of bytes or None, not {limit!r}"
+            )
         if limit <= 0:
             raise ValueError(f"max_memory_per_child must be positive, not {limit!r}")
 
