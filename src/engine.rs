@@ -38,6 +38,10 @@ pub struct EngineConfig {
     pub setup: Option<Vec<u8>>,
     /// Consecutive workers dying before they are ready that break the pool.
     pub boot_failure_limit: u32,
+    /// This many unexpected worker deaths within `crash_window` break the
+    /// pool instead of respawning for ever.
+    pub crash_limit: u32,
+    pub crash_window: std::time::Duration,
     /// A task (or chunk) running longer than this has its worker killed.
     pub task_timeout: Option<std::time::Duration>,
 }

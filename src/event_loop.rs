@@ -10,7 +10,7 @@
 //!  every turn: retire exhausted workers, start replacements, fill idle workers, flush output
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -100,6 +100,8 @@ pub struct EventLoop {
     phase: Phase,
     broken: Option<String>,
     boot_failures: u32,
+    /// When recent unexpected worker deaths happened (crash-loop detection).
+    recent_deaths: VecDeque<Instant>,
     /// From the zygote: worker number -> pid, and pid -> how it ended.
     zygote_pids: HashMap<u64, i32>,
     zygote_exits: HashMap<i32, ExitInfo>,
@@ -131,6 +133,7 @@ impl EventLoop {
             phase: Phase::Running,
             broken: None,
             boot_failures: 0,
+            recent_deaths: VecDeque::new(),
             zygote_pids: HashMap::new(),
             zygote_exits: HashMap::new(),
             terminate_deadline: None,
@@ -693,6 +696,10 @@ impl EventLoop {
             );
             self.after_delivery(task.job, d);
         }
+        let unexpected = !(d.expected && clean) && !d.killed_by_us;
+        if unexpected && matches!(self.phase, Phase::Running | Phase::Closing) {
+            self.note_crash(&who, exit);
+        }
         if d.before_ready && matches!(self.phase, Phase::Running | Phase::Closing) {
             self.boot_failures += 1;
             if self.boot_failures >= self.config.boot_failure_limit {
@@ -702,6 +709,27 @@ impl EventLoop {
                     self.boot_failures
                 ));
             }
+        }
+    }
+
+    fn note_crash(&mut self, who: &str, exit: ExitInfo) {
+        let now = Instant::now();
+        let window = self.config.crash_window;
+        self.recent_deaths.push_back(now);
+        while self
+            .recent_deaths
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > window)
+        {
+            self.recent_deaths.pop_front();
+        }
+        if self.recent_deaths.len() as u32 >= self.config.crash_limit {
+            self.break_pool(format!(
+                "{} worker processes died within {:?} (the last, {who}, {exit}); \
+                 stopped replacing them",
+                self.recent_deaths.len(),
+                window
+            ));
         }
     }
 

@@ -53,7 +53,8 @@ impl PyEngine {
     #[new]
     #[pyo3(signature = (processes, *, spawn_argv=None, inherited_fds=Vec::new(), zygote_fd=None,
                         prepare=None, setup=None, tasks_per_worker=None, prefetch=2,
-                        first_worker_number=1, boot_failure_limit=3, task_timeout=None))]
+                        first_worker_number=1, boot_failure_limit=3, task_timeout=None,
+                        crash_limit=10, crash_window=10.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         processes: usize,
@@ -67,6 +68,8 @@ impl PyEngine {
         first_worker_number: u64,
         boot_failure_limit: u32,
         task_timeout: Option<f64>,
+        crash_limit: u32,
+        crash_window: f64,
     ) -> PyResult<Self> {
         if processes == 0 {
             return Err(PyValueError::new_err(
@@ -96,6 +99,8 @@ impl PyEngine {
             prepare,
             setup,
             boot_failure_limit: boot_failure_limit.max(1),
+            crash_limit: crash_limit.max(1),
+            crash_window: std::time::Duration::from_secs_f64(crash_window.max(0.0)),
             task_timeout: match task_timeout {
                 Some(t) if !(t > 0.0 && t.is_finite()) => {
                     return Err(PyValueError::new_err(format!(

@@ -32,6 +32,12 @@ from typing import Any, Callable, List, Optional
 from . import _native
 from ._worker import InheritedFd, WorkerSetup, zygote_loop
 
+# A crash loop: this many unexpected worker deaths (per worker of the pool,
+# at least CRASH_LIMIT_MIN) within CRASH_WINDOW seconds break the pool.
+CRASH_LIMIT_PER_WORKER = 5
+CRASH_LIMIT_MIN = 10
+CRASH_WINDOW = 10.0
+
 WORKER_NAMES = {
     "fork": "ForkPoolWorker",
     "spawn": "SpawnPoolWorker",
@@ -129,6 +135,8 @@ def start_engine(
     )
     common = dict(
         task_timeout=task_timeout,
+        crash_limit=max(CRASH_LIMIT_MIN, CRASH_LIMIT_PER_WORKER * processes),
+        crash_window=CRASH_WINDOW,
         tasks_per_worker=tasks_per_worker,
         first_worker_number=reserve_worker_numbers(processes),
         boot_failure_limit=boot_failure_limit or max(3, processes),

@@ -31,7 +31,8 @@ from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optiona
 from . import _launch
 from ._errors import BrokenProcessPool
 from ._outcomes import POOL_BROKEN, decode
-from .pool import _dumps, _service_loop
+from ._pickling import dumps_call, dumps_function
+from .pool import _service_loop
 
 __all__ = ["ProcessPoolExecutor"]
 
@@ -142,7 +143,7 @@ class ProcessPoolExecutor(Executor):
                 raise RuntimeError("cannot schedule new futures after shutdown")
             future: Future = Future()
             try:
-                item = _WorkItem(self, future, _dumps(fn), _dumps((args, kwargs)))
+                item = _WorkItem(self, future, dumps_function(fn), dumps_call(args, kwargs))
             except Exception as e:
                 # As the stdlib: an argument that cannot be pickled fails its
                 # own future; the executor carries on.

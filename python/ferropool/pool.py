@@ -13,32 +13,27 @@ from __future__ import annotations
 
 import atexit
 import itertools
-import logging
 import os
 import threading
 import warnings
 import weakref
-from multiprocessing import TimeoutError as MPTimeoutError
-from multiprocessing.reduction import ForkingPickler
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Union
 
 from . import _launch
-from ._outcomes import LOCAL_ERROR, decode
+from ._pickling import dumps_call, dumps_chunk, dumps_function
+from ._results import ApplyResult, AsyncResult, IMapIterator, MapResult
 
 __all__ = ["Pool", "AsyncResult", "ApplyResult", "MapResult", "IMapIterator"]
 
-log = logging.getLogger("ferropool")
-
 INIT, RUN, CLOSE, TERMINATE = "INIT", "RUN", "CLOSE", "TERMINATE"
 APPLY, MAP, STARMAP = 0, 1, 2
-# Chunks an imap keeps in flight per worker before reading more input.
-IMAP_CHUNKS_PER_WORKER = 8
+# Chunks a lazy map keeps in flight per worker before reading more input
+# (the default of `buffersize`).
+CHUNKS_IN_FLIGHT_PER_WORKER = 8
+# Lazy map_async over input without a length: chunks grow 1, 2, 4, ... to this.
+LAZY_MAP_MAX_CHUNK = 256
 
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
-
-
-def _dumps(obj: Any) -> bytes:
-    return bytes(ForkingPickler.dumps(obj))
 
 
 def _check_callable(func: Any) -> None:
@@ -166,7 +161,17 @@ class Pool:
     # ----- submitting ----------------------------------------------------
 
     def _new_job(self, func: Any, mode: int, has_callback: bool) -> Any:
-        return self._engine.new_job(_dumps(func), mode, has_callback)
+        return self._engine.new_job(dumps_function(func), mode, has_callback)
+
+    def _check_buffersize(self, buffersize: Optional[int]) -> int:
+        """The number of chunks a lazy map keeps in flight."""
+        if buffersize is None:
+            return max(2, self._processes * CHUNKS_IN_FLIGHT_PER_WORKER)
+        if isinstance(buffersize, bool) or not isinstance(buffersize, int):
+            raise TypeError("buffersize must be an integer or None")
+        if buffersize < 1:
+            raise ValueError("buffersize must be None or > 0")
+        return buffersize
 
     def apply(
         self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: Optional[dict] = None
@@ -184,7 +189,7 @@ class Pool:
     ) -> ApplyResult:
         self._check_running()
         _check_callable(func)
-        payload = _dumps((tuple(args), dict(kwds or {})))
+        payload = dumps_call(tuple(args), dict(kwds or {}))
         job = self._new_job(func, APPLY, callback is not None or error_callback is not None)
         result = ApplyResult(self, job, callback, error_callback)
         self._engine.add_tasks(job, 0, [payload], True)
@@ -206,14 +211,18 @@ class Pool:
         return self._map_async(func, iterable, STARMAP, chunksize).get()
 
     def map_async(
-        self, func, iterable, chunksize=None, callback=None, error_callback=None
+        self, func, iterable, chunksize=None, callback=None, error_callback=None, *, buffersize=None
     ) -> MapResult:
-        return self._map_async(func, iterable, MAP, chunksize, callback, error_callback)
+        """``map`` without waiting. Input without a length (a generator) is
+        read lazily, at most ``buffersize`` chunks ahead."""
+        return self._map_async(func, iterable, MAP, chunksize, callback, error_callback, buffersize)
 
     def starmap_async(
-        self, func, iterable, chunksize=None, callback=None, error_callback=None
+        self, func, iterable, chunksize=None, callback=None, error_callback=None, *, buffersize=None
     ) -> MapResult:
-        return self._map_async(func, iterable, STARMAP, chunksize, callback, error_callback)
+        return self._map_async(
+            func, iterable, STARMAP, chunksize, callback, error_callback, buffersize
+        )
 
     def _map_async(
         self,
@@ -223,65 +232,115 @@ class Pool:
         chunksize: Optional[int] = None,
         callback: Optional[Callable[[Any], Any]] = None,
         error_callback: Optional[Callable[[BaseException], Any]] = None,
+        buffersize: Optional[int] = None,
     ) -> MapResult:
         self._check_running()
         _check_callable(func)
+        if chunksize is not None and chunksize < 1:
+            raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+        limit = self._check_buffersize(buffersize)
         if not hasattr(iterable, "__len__"):
-            iterable = list(iterable)
+            # Read lazily; chunk sizes grow while the length is unknown.
+            sizes = itertools.repeat(chunksize) if chunksize else _growing_chunks()
+            return self._start_lazy(func, mode, iterable, sizes, limit, callback, error_callback)
         length = len(iterable)  # type: ignore[arg-type]
         if chunksize is None:
             chunksize, extra = divmod(length, self._processes * 4)
             if extra:
                 chunksize += 1
-        elif chunksize < 1:
-            raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
-        if length == 0:
-            chunksize = 0
-        items = iter(iterable)
-        payloads = []
-        if length:
-            for _ in range(0, length, chunksize):
-                payloads.append(_dumps(list(itertools.islice(items, chunksize))))
         if length == 0:
             # As the stdlib: an empty map is ready at once and calls no callback.
             callback = error_callback = None
+        items = iter(iterable)
+        payloads = [
+            dumps_chunk(list(itertools.islice(items, chunksize)), start)
+            for start in range(0, length, chunksize or 1)
+        ]
         job = self._new_job(func, mode, callback is not None or error_callback is not None)
-        result = MapResult(self, job, chunksize, length, callback, error_callback)
+        result = MapResult(self, job, callback, error_callback)
         self._engine.add_tasks(job, 0, payloads, True)
         return result
 
     def imap(
-        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int = 1,
+        *,
+        buffersize: Optional[int] = None,
     ) -> IMapIterator:
-        """Lazy, ordered ``map``: input is read as workers need it."""
-        return self._imap(func, iterable, chunksize, ordered=True)
+        """Lazy, ordered ``map``: input is read as workers need it, at most
+        ``buffersize`` chunks ahead (default: 8 per worker)."""
+        return self._imap(func, iterable, chunksize, True, buffersize)
 
     def imap_unordered(
-        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int = 1,
+        *,
+        buffersize: Optional[int] = None,
     ) -> IMapIterator:
         """Like ``imap``, yielding results as they complete."""
-        return self._imap(func, iterable, chunksize, ordered=False)
+        return self._imap(func, iterable, chunksize, False, buffersize)
 
     def _imap(
-        self, func: Any, iterable: Iterable[Any], chunksize: int, ordered: bool
+        self,
+        func: Any,
+        iterable: Iterable[Any],
+        chunksize: int,
+        ordered: bool,
+        buffersize: Optional[int],
     ) -> IMapIterator:
         self._check_running()
         _check_callable(func)
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+        limit = self._check_buffersize(buffersize)
         job = self._new_job(func, MAP, False)
         it = IMapIterator(self, job, ordered, chunked=chunksize > 1)
-        limit = max(2, self._processes * IMAP_CHUNKS_PER_WORKER)
+        self._start_feeder(job, iterable, itertools.repeat(chunksize), limit, it)
+        return it
+
+    def _start_lazy(
+        self,
+        func: Any,
+        mode: int,
+        iterable: Iterable[Any],
+        sizes: Iterator[int],
+        limit: int,
+        callback: Any,
+        error_callback: Any,
+    ) -> MapResult:
+        job = self._new_job(func, mode, callback is not None or error_callback is not None)
+        result = MapResult(self, job, callback, error_callback)
+        self._start_feeder(job, iterable, sizes, limit, result)
+        return result
+
+    def _start_feeder(
+        self,
+        job: Any,
+        iterable: Iterable[Any],
+        sizes: Iterator[int],
+        limit: int,
+        result: Union[MapResult, IMapIterator],
+    ) -> None:
         feeder = threading.Thread(
             target=_feed,
-            args=(self._engine, job, iter(iterable), chunksize, limit, it),
+            args=(self._engine, job, iter(iterable), sizes, limit, result._local_errors),
             name="ferropool-feeder",
             daemon=True,
         )
         self._feeders = [t for t in self._feeders if t.is_alive()]
         self._feeders.append(feeder)
         feeder.start()
-        return it
+
+
+def _growing_chunks() -> Iterator[int]:
+    size = 1
+    while True:
+        yield size
+        size = min(size * 2, LAZY_MAP_MAX_CHUNK)
 
 
 @atexit.register
@@ -295,32 +354,40 @@ def _terminate_forgotten_pools() -> None:
 
 
 def _feed(
-    engine: Any, job: Any, items: Iterator[Any], chunksize: int, limit: int, it: IMapIterator
+    engine: Any,
+    job: Any,
+    items: Iterator[Any],
+    sizes: Iterator[int],
+    limit: int,
+    local_errors: Dict[int, BaseException],
 ) -> None:
-    """Reads the input of an imap lazily: at most `limit` chunks in flight.
+    """Reads a lazy map's input: at most `limit` chunks in flight.
 
     As in the stdlib, a chunk that cannot be pickled fails at its own position
     and the rest go on; an exception from the input fails the next position
-    and ends the input."""
+    and ends the input. Such failures never reach a worker: the exception
+    stays in `local_errors` and the job gets a placeholder outcome."""
     index = 0
+    first_item = 0
     try:
         while job.wait_room(limit):
             try:
-                chunk = list(itertools.islice(items, chunksize))
+                chunk = list(itertools.islice(items, next(sizes)))
             except Exception as e:
-                it._local_errors[index] = e
+                local_errors[index] = e
                 job.add_local_error(index)
                 break
             if not chunk:
                 break
             try:
-                payload = _dumps(chunk)
+                payload = dumps_chunk(chunk, first_item)
             except Exception as e:
-                it._local_errors[index] = e
+                local_errors[index] = e
                 job.add_local_error(index)
             else:
                 engine.add_tasks(job, index, [payload], False)
             index += 1
+            first_item += len(chunk)
     finally:
         try:
             engine.add_tasks(job, index, [], True)
@@ -344,158 +411,3 @@ def _service_loop(
                 result._complete_with_callbacks()
     if on_engine_done is not None:
         on_engine_done()
-
-
-class ApplyResult:
-    """The result of ``apply_async`` (``multiprocessing.pool.AsyncResult``)."""
-
-    def __init__(self, pool: Pool, job: Any, callback: Any, error_callback: Any) -> None:
-        self._pool: Optional[Pool] = pool
-        self._job = job
-        self._callback = callback
-        self._error_callback = error_callback
-        self._lock = threading.Lock()
-        self._outcome: Optional[tuple] = None  # (success, value or exception)
-        if callback is not None or error_callback is not None:
-            pool._cache[job.id] = self
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__module__}.{type(self).__qualname__} object at {id(self):#x}>"
-
-    def ready(self) -> bool:
-        return self._job.ready()
-
-    def successful(self) -> bool:
-        if not self.ready():
-            raise ValueError(f"{self!r} not ready")
-        return self._resolve()[0]
-
-    def wait(self, timeout: Optional[float] = None) -> None:
-        self._job.wait(timeout)
-
-    def get(self, timeout: Optional[float] = None) -> Any:
-        if not self._job.wait(timeout):
-            raise MPTimeoutError
-        success, value = self._resolve()
-        if success:
-            return value
-        raise value
-
-    def _resolve(self) -> tuple:
-        with self._lock:
-            if self._outcome is None:
-                self._outcome = self._collect(self._job.take())
-                self._pool = None
-            return self._outcome
-
-    def _collect(self, outcomes: List[tuple]) -> tuple:
-        for _, status, payload in outcomes:
-            return decode(status, payload)
-        return False, RuntimeError("ferropool: the task finished without a result")
-
-    def _complete_with_callbacks(self) -> None:
-        """Service thread: run the callback, then let waiters see the result."""
-        try:
-            success, value = self._resolve()
-            if success and self._callback is not None:
-                self._callback(value)
-            elif not success and self._error_callback is not None:
-                self._error_callback(value)
-        except BaseException:
-            log.exception("ferropool: a result callback raised; the result is still delivered")
-        finally:
-            self._job.mark_ready()
-
-
-AsyncResult = ApplyResult
-
-
-class MapResult(ApplyResult):
-    """The result of ``map_async``/``starmap_async``: the chunks' results in
-    input order; on failure, the first exception that arrived."""
-
-    def __init__(
-        self, pool: Pool, job: Any, chunksize: int, length: int, callback: Any, error_callback: Any
-    ) -> None:
-        self._chunksize = chunksize
-        self._length = length
-        super().__init__(pool, job, callback, error_callback)
-
-    def _collect(self, outcomes: List[tuple]) -> tuple:
-        values: List[Any] = [None] * self._length
-        for index, status, payload in outcomes:
-            success, value = decode(status, payload)
-            if not success:
-                return False, value
-            start = index * self._chunksize
-            values[start : start + len(value)] = value
-        return True, values
-
-
-class IMapIterator:
-    """The iterator ``imap`` and ``imap_unordered`` return."""
-
-    def __init__(self, pool: Pool, job: Any, ordered: bool, chunked: bool) -> None:
-        self._pool: Optional[Pool] = pool
-        self._job = job
-        self._ordered = ordered
-        self._chunked = chunked
-        self._pending: Dict[int, tuple] = {}
-        self._next_index = 0
-        self._buffer: List[Any] = []
-        self._stopped = False
-        # Exceptions of tasks that never left the parent, by index (see _feed).
-        self._local_errors: Dict[int, BaseException] = {}
-        self._lock = threading.Lock()
-
-    def __iter__(self) -> IMapIterator:
-        return self
-
-    def __next__(self) -> Any:
-        return self.next()
-
-    def next(self, timeout: Optional[float] = None) -> Any:
-        with self._lock:
-            if self._buffer:
-                return self._buffer.pop()
-            if self._stopped:
-                raise StopIteration
-            success, value = self._next_chunk(timeout)
-            if not success:
-                if self._chunked:
-                    self._stopped = True  # as the stdlib's chunked imap: stop after an error
-                raise value
-            values = list(value)
-            values.reverse()
-            self._buffer = values
-            if not self._buffer:
-                return self.next(timeout)
-            return self._buffer.pop()
-
-    def _next_chunk(self, timeout: Optional[float]) -> tuple:
-        while True:
-            if self._ordered and self._next_index in self._pending:
-                status, payload = self._pending.pop(self._next_index)
-                self._next_index += 1
-                return self._decode(self._next_index - 1, status, payload)
-            try:
-                outcome = self._job.next_outcome(timeout)
-            except StopIteration:
-                return self._finish()
-            if outcome is None:
-                raise MPTimeoutError
-            index, status, payload = outcome
-            if not self._ordered:
-                self._next_index += 1
-                return self._decode(index, status, payload)
-            self._pending[index] = (status, payload)
-
-    def _decode(self, index: int, status: int, payload: bytes) -> tuple:
-        if status == LOCAL_ERROR:
-            return False, self._local_errors.pop(index)
-        return decode(status, payload)
-
-    def _finish(self) -> tuple:
-        self._stopped = True
-        self._pool = None
-        raise StopIteration

@@ -1,0 +1,175 @@
+"""The objects ``Pool`` hands back: ``AsyncResult`` (``ApplyResult``),
+``MapResult`` and ``IMapIterator``. Each wraps one engine job; outcomes are
+unpickled in the thread that asks for them, once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from multiprocessing import TimeoutError as MPTimeoutError
+from typing import Any, Dict, List, Optional
+
+from ._outcomes import LOCAL_ERROR, decode
+
+__all__ = ["ApplyResult", "AsyncResult", "IMapIterator", "MapResult"]
+
+log = logging.getLogger("ferropool")
+
+
+class ApplyResult:
+    """The result of ``apply_async`` (``multiprocessing.pool.AsyncResult``)."""
+
+    def __init__(self, pool: Any, job: Any, callback: Any, error_callback: Any) -> None:
+        self._pool: Optional[Any] = pool
+        self._job = job
+        self._callback = callback
+        self._error_callback = error_callback
+        self._lock = threading.Lock()
+        self._outcome: Optional[tuple] = None  # (success, value or exception)
+        # Exceptions of tasks that never left the parent, by task index
+        # (input that raised or could not be pickled: see pool._feed).
+        self._local_errors: Dict[int, BaseException] = {}
+        if callback is not None or error_callback is not None:
+            pool._cache[job.id] = self
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__module__}.{type(self).__qualname__} object at {id(self):#x}>"
+
+    def ready(self) -> bool:
+        return self._job.ready()
+
+    def successful(self) -> bool:
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return self._resolve()[0]
+
+    def wait(self, timeout: Optional[float] = None) -> None:
+        self._job.wait(timeout)
+
+    def get(self, timeout: Optional[float] = None) -> Any:
+        if not self._job.wait(timeout):
+            raise MPTimeoutError
+        success, value = self._resolve()
+        if success:
+            return value
+        raise value
+
+    def _resolve(self) -> tuple:
+        with self._lock:
+            if self._outcome is None:
+                self._outcome = self._collect(self._job.take())
+                self._pool = None
+            return self._outcome
+
+    def _decode(self, index: int, status: int, payload: bytes) -> tuple:
+        if status == LOCAL_ERROR:
+            return False, self._local_errors.pop(index)
+        return decode(status, payload)
+
+    def _collect(self, outcomes: List[tuple]) -> tuple:
+        for index, status, payload in outcomes:
+            return self._decode(index, status, payload)
+        return False, RuntimeError("ferropool: the task finished without a result")
+
+    def _complete_with_callbacks(self) -> None:
+        """Service thread: run the callback, then let waiters see the result."""
+        try:
+            success, value = self._resolve()
+            if success and self._callback is not None:
+                self._callback(value)
+            elif not success and self._error_callback is not None:
+                self._error_callback(value)
+        except BaseException:
+            log.exception("ferropool: a result callback raised; the result is still delivered")
+        finally:
+            self._job.mark_ready()
+
+
+AsyncResult = ApplyResult
+
+
+class MapResult(ApplyResult):
+    """The result of ``map_async``/``starmap_async``: the chunks' results in
+    input order; on failure, the first exception that arrived (as the stdlib,
+    only once every chunk is done). Chunks may differ in size (lazy input)."""
+
+    def _collect(self, outcomes: List[tuple]) -> tuple:
+        chunks: Dict[int, Any] = {}
+        for index, status, payload in outcomes:
+            success, value = self._decode(index, status, payload)
+            if not success:
+                return False, value
+            chunks[index] = value
+        values: List[Any] = []
+        for index in sorted(chunks):
+            values.extend(chunks[index])
+        return True, values
+
+
+class IMapIterator:
+    """The iterator ``imap`` and ``imap_unordered`` return."""
+
+    def __init__(self, pool: Any, job: Any, ordered: bool, chunked: bool) -> None:
+        self._pool: Optional[Any] = pool
+        self._job = job
+        self._ordered = ordered
+        self._chunked = chunked
+        self._pending: Dict[int, tuple] = {}
+        self._next_index = 0
+        self._buffer: List[Any] = []
+        self._stopped = False
+        # Exceptions of tasks that never left the parent, by index (see pool._feed).
+        self._local_errors: Dict[int, BaseException] = {}
+        self._lock = threading.Lock()
+
+    def __iter__(self) -> IMapIterator:
+        return self
+
+    def __next__(self) -> Any:
+        return self.next()
+
+    def next(self, timeout: Optional[float] = None) -> Any:
+        with self._lock:
+            if self._buffer:
+                return self._buffer.pop()
+            if self._stopped:
+                raise StopIteration
+            success, value = self._next_chunk(timeout)
+            if not success:
+                if self._chunked:
+                    self._stopped = True  # as the stdlib's chunked imap: stop after an error
+                raise value
+            values = list(value)
+            values.reverse()
+            self._buffer = values
+            if not self._buffer:
+                return self.next(timeout)
+            return self._buffer.pop()
+
+    def _next_chunk(self, timeout: Optional[float]) -> tuple:
+        while True:
+            if self._ordered and self._next_index in self._pending:
+                status, payload = self._pending.pop(self._next_index)
+                self._next_index += 1
+                return self._decode(self._next_index - 1, status, payload)
+            try:
+                outcome = self._job.next_outcome(timeout)
+            except StopIteration:
+                return self._finish()
+            if outcome is None:
+                raise MPTimeoutError
+            index, status, payload = outcome
+            if not self._ordered:
+                self._next_index += 1
+                return self._decode(index, status, payload)
+            self._pending[index] = (status, payload)
+
+    def _decode(self, index: int, status: int, payload: bytes) -> tuple:
+        if status == LOCAL_ERROR:
+            return False, self._local_errors.pop(index)
+        return decode(status, payload)
+
+    def _finish(self) -> tuple:
+        self._stopped = True
+        self._pool = None
+        raise StopIteration
