@@ -677,8 +677,9 @@ impl EventLoop {
             Some(pid) => format!("worker process {pid}"),
             None => format!("worker #{}", d.number),
         };
-        let clean = exit == ExitInfo::Code(0);
-        if (d.expected && clean) || d.killed_by_us {
+        // An exit we asked for, or a kill we made, is no news.
+        let unexpected = !(d.killed_by_us || (d.expected && exit == ExitInfo::Code(0)));
+        if !unexpected {
             self.shared.log(log::Level::Debug, format!("{who} exited"));
         } else if self.phase != Phase::Terminating {
             self.shared
@@ -696,7 +697,6 @@ impl EventLoop {
             );
             self.after_delivery(task.job, d);
         }
-        let unexpected = !(d.expected && clean) && !d.killed_by_us;
         if unexpected && matches!(self.phase, Phase::Running | Phase::Closing) {
             self.note_crash(&who, exit);
         }
