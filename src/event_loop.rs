@@ -32,7 +32,6 @@ use crate::supervisor::{ExitInfo, Launcher, ZygoteEvent};
 const EXIT_STATUS_GRACE: Duration = Duration::from_secs(1);
 /// How long terminated workers get after SIGTERM before SIGKILL.
 const TERMINATE_GRACE: Duration = Duration::from_millis(500);
-const READ_CHUNK: usize = 256 * 1024;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum WorkerState {
@@ -107,7 +106,6 @@ pub struct EventLoop {
     zygote_exits: HashMap<i32, ExitInfo>,
     terminate_deadline: Option<Instant>,
     published_pids: Vec<i32>,
-    read_buf: Vec<u8>,
 }
 
 impl EventLoop {
@@ -138,7 +136,6 @@ impl EventLoop {
             zygote_exits: HashMap::new(),
             terminate_deadline: None,
             published_pids: Vec::new(),
-            read_buf: vec![0u8; READ_CHUNK],
         }
     }
 
@@ -310,15 +307,14 @@ impl EventLoop {
     }
 
     fn read_worker(&mut self, idx: usize) {
-        let buf = &mut self.read_buf;
         loop {
             let w = &mut self.workers[idx];
-            match w.sock.read(buf) {
+            match w.decoder.read_from(&mut w.sock) {
                 Ok(0) => {
                     w.dead = true;
                     break;
                 }
-                Ok(n) => w.decoder.feed(&buf[..n]),
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {

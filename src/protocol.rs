@@ -13,6 +13,7 @@
 //! four bytes to know how much to wait for.
 
 use std::fmt;
+use std::io::{self, Read};
 
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 22;
@@ -189,12 +190,27 @@ pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<(Kind, u8, u64, u64, usize),
     Ok((kind, h[5], job, index, len - (HEADER_LEN - 4)))
 }
 
-/// Incremental decoder for a non-blocking stream: feed it whatever `read`
-/// returned, then take out every complete frame.
+/// Header fields of a frame, without its payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub kind: Kind,
+    pub flags: u8,
+    pub job: u64,
+    pub index: u64,
+}
+
+/// Least a `read_from` asks the stream for: many small frames per syscall.
+const MIN_READ: usize = 64 * 1024;
+
+/// Incremental decoder for a stream: bytes come in (`feed`, or `read_from` a
+/// socket straight into its buffer), whole frames come out. The buffer's
+/// initialised length is kept, so reading into it costs no zero-filling after
+/// the first growth.
 #[derive(Default)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
     start: usize,
+    end: usize,
 }
 
 impl FrameDecoder {
@@ -202,18 +218,40 @@ impl FrameDecoder {
         Self::default()
     }
 
-    pub fn feed(&mut self, data: &[u8]) {
-        // Compact lazily so a long stream of small frames stays O(n).
-        if self.start > 0 && self.start >= self.buf.len() / 2 {
-            self.buf.drain(..self.start);
+    /// Makes room for at least `extra` more bytes after `end`.
+    fn reserve(&mut self, extra: usize) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > 0 && self.end + extra > self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
         }
-        self.buf.extend_from_slice(data);
+        if self.end + extra > self.buf.len() {
+            self.buf.resize(self.end + extra, 0);
+        }
+    }
+
+    pub fn feed(&mut self, data: &[u8]) {
+        self.reserve(data.len());
+        self.buf[self.end..self.end + data.len()].copy_from_slice(data);
+        self.end += data.len();
+    }
+
+    /// One `read` from `r` into the buffer, sized for the frame being
+    /// received (at least 64 KiB). Returns what `read` returned.
+    pub fn read_from<R: Read>(&mut self, r: &mut R) -> io::Result<usize> {
+        let want = self.wanted().max(MIN_READ);
+        self.reserve(want);
+        let n = r.read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
     }
 
     /// Bytes received but not yet part of a complete frame.
     pub fn pending(&self) -> usize {
-        self.buf.len() - self.start
+        self.end - self.start
     }
 
     /// How many more bytes the frame being received needs (0 if unknown).
@@ -222,40 +260,43 @@ impl FrameDecoder {
         if avail < HEADER_LEN {
             return 0;
         }
-        let h: &[u8; HEADER_LEN] = match self.buf[self.start..self.start + HEADER_LEN].try_into() {
-            Ok(h) => h,
-            Err(_) => return 0,
-        };
-        match parse_header(h) {
+        let mut h = [0u8; HEADER_LEN];
+        h.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
+        match parse_header(&h) {
             Ok((_, _, _, _, plen)) => (HEADER_LEN + plen).saturating_sub(avail),
             Err(_) => 0,
         }
     }
 
-    pub fn next_frame(&mut self) -> Result<Option<Frame>, ProtocolError> {
-        let avail = self.pending();
-        if avail < HEADER_LEN {
+    /// The next complete frame, its payload borrowed from the buffer.
+    pub fn next_frame_ref(&mut self) -> Result<Option<(FrameHeader, &[u8])>, ProtocolError> {
+        if self.pending() < HEADER_LEN {
             return Ok(None);
         }
         let mut h = [0u8; HEADER_LEN];
         h.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
         let (kind, flags, job, index, plen) = parse_header(&h)?;
-        if avail < HEADER_LEN + plen {
+        if self.pending() < HEADER_LEN + plen {
             return Ok(None);
         }
         let body = self.start + HEADER_LEN;
-        let payload = self.buf[body..body + plen].to_vec();
         self.start = body + plen;
-        if self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        }
-        Ok(Some(Frame {
+        let header = FrameHeader {
             kind,
             flags,
             job,
             index,
-            payload,
+        };
+        Ok(Some((header, &self.buf[body..body + plen])))
+    }
+
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, ProtocolError> {
+        Ok(self.next_frame_ref()?.map(|(h, payload)| Frame {
+            kind: h.kind,
+            flags: h.flags,
+            job: h.job,
+            index: h.index,
+            payload: payload.to_vec(),
         }))
     }
 }
@@ -289,6 +330,38 @@ mod tests {
             assert!(frames[2].payload.is_empty());
             assert_eq!(dec.pending(), 0);
         }
+    }
+
+    #[test]
+    fn read_from_a_stream_in_pieces() {
+        let mut wire = Vec::new();
+        for i in 0..100u64 {
+            encode_into(
+                &mut wire,
+                Kind::Result,
+                0,
+                1,
+                i,
+                &vec![i as u8; (i * 37) as usize],
+            );
+        }
+        encode_into(&mut wire, Kind::Result, 0, 1, 100, &vec![7u8; 300_000]);
+        let mut src = std::io::Cursor::new(wire);
+        let mut dec = FrameDecoder::new();
+        let mut got = Vec::new();
+        while dec.read_from(&mut src).expect("read") > 0 {
+            while let Some(f) = dec.next_frame().expect("frame") {
+                got.push(f);
+            }
+        }
+        assert_eq!(got.len(), 101);
+        assert!(got
+            .iter()
+            .take(100)
+            .enumerate()
+            .all(|(i, f)| f.payload.len() == i * 37));
+        assert_eq!(got[100].payload.len(), 300_000);
+        assert_eq!(dec.pending(), 0);
     }
 
     #[test]

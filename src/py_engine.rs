@@ -52,7 +52,7 @@ impl PyEngine {
     /// the caller keeps its own.
     #[new]
     #[pyo3(signature = (processes, *, spawn_argv=None, inherited_fds=Vec::new(), zygote_fd=None,
-                        prepare=None, setup=None, tasks_per_worker=None, prefetch=2,
+                        prepare=None, setup=None, tasks_per_worker=None, prefetch=8,
                         first_worker_number=1, boot_failure_limit=3, task_timeout=None,
                         crash_limit=10, crash_window=10.0))]
     #[allow(clippy::too_many_arguments)]

@@ -4,12 +4,12 @@
 //!
 //! ```text
 //!  socket ──read (no GIL)──▶ Func: cache load(payload) by job id
-//!                            Task: run(mode, func, payload) ──▶ (status, bytes) ──write (no GIL)──▶ socket
+//!                            Task: run(mode, func, payload) ──▶ (status, bytes) ──write at once (no GIL)──▶ socket
 //!                            Forget: drop the cached function     Exit / EOF: return
 //! ```
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 
@@ -17,47 +17,61 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::errors::EngineError;
-use crate::protocol::{self, Frame, Kind, HEADER_LEN};
+use crate::protocol::{self, FrameDecoder, FrameHeader, Kind};
 
 #[pyclass(module = "ferropool._native", name = "WorkerChannel")]
 pub struct WorkerChannel {
     sock: UnixStream,
+    decoder: FrameDecoder,
+    out: Vec<u8>,
 }
 
-fn read_frame(sock: &mut UnixStream) -> Result<Frame, EngineError> {
-    let mut header = [0u8; HEADER_LEN];
-    if let Err(e) = sock.read_exact(&mut header) {
-        return Err(match e.kind() {
-            io::ErrorKind::UnexpectedEof => EngineError::Disconnected,
-            _ => EngineError::Io(e),
-        });
-    }
-    let (kind, flags, job, index, len) = protocol::parse_header(&header)?;
-    let mut payload = vec![0u8; len];
-    sock.read_exact(&mut payload).map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => EngineError::Disconnected,
+fn disconnected_or(e: io::Error) -> EngineError {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionReset => EngineError::Disconnected,
         _ => EngineError::Io(e),
-    })?;
-    Ok(Frame {
-        kind,
-        flags,
-        job,
-        index,
-        payload,
-    })
+    }
 }
 
-fn write_frame(
-    sock: &mut UnixStream,
-    kind: Kind,
-    flags: u8,
-    job: u64,
-    index: u64,
-    payload: &[u8],
-) -> io::Result<()> {
-    let header = protocol::header(kind, flags, job, index, payload.len());
-    sock.write_all(&header)?;
-    sock.write_all(payload)
+impl WorkerChannel {
+    /// Sends every held-back frame.
+    fn flush(&mut self, py: Python<'_>) -> Result<(), EngineError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let (sock, out) = (&mut self.sock, &mut self.out);
+        py.detach(|| sock.write_all(out)).map_err(disconnected_or)?;
+        self.out.clear();
+        Ok(())
+    }
+
+    /// The next frame: from what an earlier read already brought in (the
+    /// engine sends several tasks at once), or from one read that may bring
+    /// several.
+    fn next_frame<'py>(
+        &mut self,
+        py: Python<'py>,
+    ) -> Result<(FrameHeader, Bound<'py, PyBytes>), EngineError> {
+        loop {
+            if let Some((header, payload)) = self.decoder.next_frame_ref()? {
+                return Ok((header, PyBytes::new(py, payload)));
+            }
+            self.flush(py)?;
+            let (sock, decoder) = (&mut self.sock, &mut self.decoder);
+            let n = py
+                .detach(|| decoder.read_from(sock))
+                .map_err(disconnected_or)?;
+            if n == 0 {
+                return Err(EngineError::Disconnected);
+            }
+        }
+    }
+
+    fn queue(&mut self, kind: Kind, flags: u8, job: u64, index: u64, payload: &[u8]) {
+        protocol::encode_into(&mut self.out, kind, flags, job, index, payload);
+    }
 }
 
 /// Resident set size of this process, from /proc/self/statm.
@@ -80,26 +94,22 @@ impl WorkerChannel {
         // SAFETY: the caller hands over an open socket fd it no longer uses.
         let sock = unsafe { UnixStream::from_raw_fd(fd) };
         sock.set_nonblocking(false).map_err(EngineError::Io)?;
-        Ok(WorkerChannel { sock })
+        Ok(WorkerChannel {
+            sock,
+            decoder: FrameDecoder::new(),
+            out: Vec::new(),
+        })
     }
 
     /// Reads one frame (for the start-up exchange): (kind, flags, job, index, payload).
-    fn recv(&mut self, py: Python<'_>) -> PyResult<(u8, u8, u64, u64, Py<PyBytes>)> {
-        let sock = &mut self.sock;
-        let frame = py.detach(|| read_frame(sock))?;
-        Ok((
-            frame.kind as u8,
-            frame.flags,
-            frame.job,
-            frame.index,
-            PyBytes::new(py, &frame.payload).unbind(),
-        ))
+    fn recv<'py>(&mut self, py: Python<'py>) -> PyResult<(u8, u8, u64, u64, Bound<'py, PyBytes>)> {
+        let (h, payload) = self.next_frame(py)?;
+        Ok((h.kind as u8, h.flags, h.job, h.index, payload))
     }
 
     fn send_ready(&mut self, py: Python<'_>, pid: u64) -> PyResult<()> {
-        let sock = &mut self.sock;
-        py.detach(|| write_frame(sock, Kind::Ready, 0, 0, pid, b""))
-            .map_err(|e| EngineError::Io(e).into())
+        self.queue(Kind::Ready, 0, 0, pid, b"");
+        Ok(self.flush(py)?)
     }
 
     /// Runs tasks until told to exit or the pool goes away, or, with
@@ -118,26 +128,36 @@ impl WorkerChannel {
         load_failed: Bound<'_, PyAny>,
         max_rss: Option<u64>,
     ) -> PyResult<()> {
+        let result = self.serve_loop(py, &load, &run, &load_failed, max_rss);
+        // Whatever ended the loop, results already made still go out.
+        let flushed = self.flush(py);
+        match result.and(flushed.map_err(PyErr::from)) {
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyEOFError>(py) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+impl WorkerChannel {
+    fn serve_loop(
+        &mut self,
+        py: Python<'_>,
+        load: &Bound<'_, PyAny>,
+        run: &Bound<'_, PyAny>,
+        load_failed: &Bound<'_, PyAny>,
+        max_rss: Option<u64>,
+    ) -> PyResult<()> {
         let mut funcs: HashMap<u64, (u8, Result<Py<PyAny>, PyErr>)> = HashMap::new();
         loop {
-            let sock = &mut self.sock;
-            let frame = match py.detach(|| read_frame(sock)) {
-                Ok(frame) => frame,
-                Err(EngineError::Disconnected) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            };
-            match frame.kind {
+            let (header, payload) = self.next_frame(py)?;
+            match header.kind {
                 Kind::Func => {
-                    let payload = PyBytes::new(py, &frame.payload);
                     let func = load.call1((payload,)).map(Bound::unbind);
-                    funcs.insert(frame.job, (frame.flags, func));
+                    funcs.insert(header.job, (header.flags, func));
                 }
                 Kind::Task => {
-                    let outcome = match funcs.get(&frame.job) {
-                        Some((mode, Ok(func))) => {
-                            let payload = PyBytes::new(py, &frame.payload);
-                            run.call1((*mode, func.bind(py), payload))?
-                        }
+                    let outcome = match funcs.get(&header.job) {
+                        Some((mode, Ok(func))) => run.call1((*mode, func.bind(py), payload))?,
                         Some((_, Err(err))) => {
                             load_failed.call1((err.clone_ref(py).into_value(py),))?
                         }
@@ -147,27 +167,31 @@ impl WorkerChannel {
                         .into_value(py),))?,
                     };
                     let (status, data): (u8, Bound<'_, PyBytes>) = outcome.extract()?;
-                    let bytes = data.as_bytes();
-                    let sock = &mut self.sock;
-                    let written = py.detach(|| {
-                        write_frame(sock, Kind::Result, status, frame.job, frame.index, bytes)
-                    });
-                    if written.is_err() {
-                        return Ok(()); // the pool is gone
-                    }
-                    if let (Some(limit), Some(rss)) = (max_rss, resident_bytes()) {
-                        if rss > limit {
-                            let why = format!("its memory ({rss} bytes resident) is past max_memory_per_child ({limit})");
-                            let sock = &mut self.sock;
-                            let _ = py.detach(|| {
-                                write_frame(sock, Kind::Retiring, 0, 0, 0, why.as_bytes())
-                            });
+                    self.queue(
+                        Kind::Result,
+                        status,
+                        header.job,
+                        header.index,
+                        data.as_bytes(),
+                    );
+                    drop(data);
+                    // Every result goes out at once, never batched: if this
+                    // process dies during its next task, the engine must know
+                    // exactly which tasks finished (the running one is the
+                    // first it has no result for).
+                    self.flush(py)?;
+                    if let Some(limit) = max_rss {
+                        if let Some(rss) = resident_bytes().filter(|rss| *rss > limit) {
+                            let why = format!(
+                                "its memory ({rss} bytes resident) is past max_memory_per_child ({limit})"
+                            );
+                            self.queue(Kind::Retiring, 0, 0, 0, why.as_bytes());
                             return Ok(());
                         }
                     }
                 }
                 Kind::Forget => {
-                    funcs.remove(&frame.job);
+                    funcs.remove(&header.job);
                 }
                 Kind::Exit => return Ok(()),
                 _ => {}

@@ -32,8 +32,10 @@ pub struct Task {
     pub sent_at: Option<Instant>,
 }
 
-/// Tasks shorter than this on average are worth prefetching.
+/// Tasks shorter than this on average are worth prefetching (one extra).
 pub const PREFETCH_BELOW: Duration = Duration::from_millis(5);
+/// Tasks this short are pure overhead: keep up to the full prefetch queued.
+pub const DEEP_PREFETCH_BELOW: Duration = Duration::from_micros(200);
 
 struct JobEntry {
     job: Arc<Job>,
@@ -196,7 +198,8 @@ impl Scheduler {
     /// How many tasks a worker may hold now.
     pub fn depth(&self) -> usize {
         match self.task_time {
-            Some(t) if t < PREFETCH_BELOW => self.prefetch,
+            Some(t) if t < DEEP_PREFETCH_BELOW => self.prefetch,
+            Some(t) if t < PREFETCH_BELOW => self.prefetch.min(2),
             _ => 1,
         }
     }

@@ -9,13 +9,68 @@ culprit costs extra pickling only on that error path.
 
 from __future__ import annotations
 
+import copyreg
+import io
 import pickle
+import threading
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles exactly as ``ForkingPickler`` (same reducers: copyreg's and the
+    ones multiprocessing registers for connections, sockets, ...), without
+    copying its dispatch table for every object pickled: the merged table is
+    built once and rebuilt only when either source changes size."""
+
+    _table: Dict[Any, Any] = {}
+    _sizes: Tuple[int, int] = (-1, -1)
+
+    @classmethod
+    def table(cls) -> Dict[Any, Any]:
+        extra = ForkingPickler._extra_reducers  # type: ignore[attr-defined]
+        sizes = (len(copyreg.dispatch_table), len(extra))
+        if sizes != cls._sizes:
+            merged = dict(copyreg.dispatch_table)
+            merged.update(extra)
+            cls._table, cls._sizes = merged, sizes
+        return cls._table
+
+
+class _Reusable(threading.local):
+    """One pickler per thread, reused (memo cleared) for every dumps: making
+    a pickler costs more than pickling a small task."""
+
+    def __init__(self) -> None:
+        self.buf = io.BytesIO()
+        self.pickler = _Pickler(self.buf)
+        self.table: Dict[Any, Any] = {}
+        self.busy = False
+
+
+_reusable = _Reusable()
 
 
 def dumps(obj: Any) -> bytes:
-    return bytes(ForkingPickler.dumps(obj))
+    r = _reusable
+    if r.busy:  # a reducer pickling something itself: use a fresh pickler
+        buf = io.BytesIO()
+        pickler = _Pickler(buf)
+        pickler.dispatch_table = _Pickler.table()
+        pickler.dump(obj)
+        return buf.getvalue()
+    r.busy = True
+    try:
+        table = _Pickler.table()
+        if r.table is not table:
+            r.pickler.dispatch_table = r.table = table
+        r.pickler.dump(obj)
+        return r.buf.getvalue()
+    finally:
+        r.pickler.clear_memo()
+        r.buf.seek(0)
+        r.buf.truncate()
+        r.busy = False
 
 
 def _short(obj: Any, limit: int = 80) -> str:

@@ -27,7 +27,7 @@ from multiprocessing import process, util
 from multiprocessing.pool import ExceptionWithTraceback, MaybeEncodingError
 from typing import Any, Callable, Optional, Sequence
 
-from . import _native
+from . import _native, _pickling
 from ._outcomes import ENCODING_ERROR, OK, RAISED, RAISED_UNPICKLABLE
 
 APPLY, MAP, STARMAP = 0, 1, 2
@@ -65,7 +65,8 @@ class InheritedFd:
 
 # ----- running tasks (called from the Rust loop) ---------------------------
 
-_dumps = pickle.dumps
+# As the stdlib's workers: results pickle with multiprocessing's reducers.
+_dumps = _pickling.dumps
 _loads = pickle.loads
 
 
