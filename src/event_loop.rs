@@ -11,7 +11,7 @@
 //! ```
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::Child;
@@ -24,7 +24,8 @@ use nix::unistd::Pid;
 
 use crate::engine::{clear_wake, Command, EngineConfig, Phase, ServiceEvent, Shared};
 use crate::jobs::{Job, JobId, TaskOutcome};
-use crate::protocol::{self, FrameDecoder, Kind, ResultStatus};
+use crate::outbox::Outbox;
+use crate::protocol::{FrameDecoder, Kind, ResultStatus};
 use crate::scheduler::{Delivered, Scheduler, Task, WorkerSlot};
 use crate::supervisor::{ExitInfo, Launcher, ZygoteEvent};
 
@@ -46,8 +47,7 @@ struct Worker {
     number: u64,
     sock: UnixStream,
     decoder: FrameDecoder,
-    out: Vec<u8>,
-    out_pos: usize,
+    out: Outbox,
     slot: WorkerSlot,
     state: WorkerState,
     pid: Option<i32>,
@@ -59,7 +59,7 @@ struct Worker {
 
 impl Worker {
     fn has_output(&self) -> bool {
-        self.out_pos < self.out.len()
+        !self.out.is_empty()
     }
 
     fn describe(&self) -> String {
@@ -380,7 +380,7 @@ impl EventLoop {
         if d.job_finished {
             for w in &mut self.workers {
                 if w.slot.known_funcs.remove(&job) {
-                    protocol::encode_into(&mut w.out, Kind::Forget, 0, job, 0, b"");
+                    w.out.push(Kind::Forget, 0, job, 0, b"");
                 }
             }
         }
@@ -395,12 +395,12 @@ impl EventLoop {
     fn flush(&mut self, idx: usize) {
         let w = &mut self.workers[idx];
         while w.has_output() {
-            match w.sock.write(&w.out[w.out_pos..]) {
+            match w.out.write_to(&mut w.sock) {
                 Ok(0) => {
                     w.dead = true;
                     break;
                 }
-                Ok(n) => w.out_pos += n,
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
@@ -408,10 +408,6 @@ impl EventLoop {
                     break;
                 }
             }
-        }
-        if !w.has_output() {
-            w.out.clear();
-            w.out_pos = 0;
         }
     }
 
@@ -479,12 +475,12 @@ impl EventLoop {
             };
             match launcher.launch(number) {
                 Ok(launched) => {
-                    let mut out = Vec::new();
+                    let mut out = Outbox::new();
                     if let Some(prepare) = &self.config.prepare {
-                        protocol::encode_into(&mut out, Kind::Prepare, 0, 0, number, prepare);
+                        out.push(Kind::Prepare, 0, 0, number, prepare);
                     }
                     if let Some(setup) = &self.config.setup {
-                        protocol::encode_into(&mut out, Kind::Setup, 0, 0, number, setup);
+                        out.push(Kind::Setup, 0, 0, number, setup);
                     }
                     let pid = launched.child.as_ref().map(|c| c.id() as i32);
                     self.workers.push(Worker {
@@ -492,7 +488,6 @@ impl EventLoop {
                         sock: launched.sock,
                         decoder: FrameDecoder::new(),
                         out,
-                        out_pos: 0,
                         slot: WorkerSlot::new(self.config.tasks_per_worker),
                         state: WorkerState::Starting,
                         pid,
@@ -612,7 +607,7 @@ impl EventLoop {
                     );
                     self.shared.log(log::Level::Info, msg);
                 }
-                protocol::encode_into(&mut w.out, Kind::Exit, 0, 0, 0, b"");
+                w.out.push(Kind::Exit, 0, 0, 0, b"");
                 w.state = WorkerState::Retiring;
             }
         }
@@ -767,7 +762,6 @@ impl EventLoop {
             w.state = WorkerState::Retiring;
             w.slot.inflight.clear();
             w.out.clear();
-            w.out_pos = 0;
         }
         self.terminate_deadline = Some(Instant::now() + TERMINATE_GRACE);
     }

@@ -2,7 +2,8 @@
 //! Python module; see each module's header for its part of the data flow.
 //!
 //! Engine (plain Rust, covered by `cargo test`): `protocol` (frames),
-//! `jobs` (per-job outcomes), `scheduler` (who runs what), `supervisor`
+//! `jobs` (per-job outcomes), `outbox` (pending output, large payloads
+//! not copied), `scheduler` (who runs what), `supervisor`
 //! (starting and reaping workers), `event_loop` (the engine thread), `engine`
 //! (its handle), `sync` (lock helpers).
 //! Python bindings: `py_engine` (Engine, Job), `py_worker` (the worker loop),
@@ -12,6 +13,7 @@ pub mod engine;
 pub mod errors;
 pub mod event_loop;
 pub mod jobs;
+pub mod outbox;
 pub mod protocol;
 pub mod py_engine;
 pub mod py_worker;

@@ -201,6 +201,16 @@ pub struct FrameHeader {
 
 /// Least a `read_from` asks the stream for: many small frames per syscall.
 const MIN_READ: usize = 64 * 1024;
+/// Payloads this large are read into a buffer of their own and handed out
+/// without a copy.
+const LARGE_FRAME: usize = 1 << 20;
+
+/// A large frame being received into its own buffer.
+struct LargeFrame {
+    header: FrameHeader,
+    data: Vec<u8>,
+    filled: usize,
+}
 
 /// Incremental decoder for a stream: bytes come in (`feed`, or `read_from` a
 /// socket straight into its buffer), whole frames come out. The buffer's
@@ -211,6 +221,9 @@ pub struct FrameDecoder {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    large: Option<LargeFrame>,
+    /// The last large payload handed out by reference (kept until the next call).
+    handed_out: Vec<u8>,
 }
 
 impl FrameDecoder {
@@ -233,15 +246,68 @@ impl FrameDecoder {
         }
     }
 
-    pub fn feed(&mut self, data: &[u8]) {
+    pub fn feed(&mut self, mut data: &[u8]) {
+        if let Some(l) = self.large.as_mut() {
+            let n = (l.data.len() - l.filled).min(data.len());
+            l.data[l.filled..l.filled + n].copy_from_slice(&data[..n]);
+            l.filled += n;
+            data = &data[n..];
+        }
         self.reserve(data.len());
         self.buf[self.end..self.end + data.len()].copy_from_slice(data);
         self.end += data.len();
     }
 
+    /// If the next frame is large, moves it to a buffer of its own.
+    fn begin_large(&mut self) -> Result<(), ProtocolError> {
+        if self.large.is_some() || self.pending() < HEADER_LEN {
+            return Ok(());
+        }
+        let mut h = [0u8; HEADER_LEN];
+        h.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
+        let (kind, flags, job, index, plen) = parse_header(&h)?;
+        if plen < LARGE_FRAME {
+            return Ok(());
+        }
+        let body = self.start + HEADER_LEN;
+        let have = (self.end - body).min(plen);
+        // Zeroed allocation of this size is fresh mmap: no memset is paid.
+        let mut data = vec![0u8; plen];
+        data[..have].copy_from_slice(&self.buf[body..body + have]);
+        self.start = body + have;
+        self.large = Some(LargeFrame {
+            header: FrameHeader {
+                kind,
+                flags,
+                job,
+                index,
+            },
+            data,
+            filled: have,
+        });
+        Ok(())
+    }
+
+    /// The large frame, if it is complete.
+    fn take_large(&mut self) -> Option<(FrameHeader, Vec<u8>)> {
+        match &self.large {
+            Some(l) if l.filled == l.data.len() => self.large.take().map(|l| (l.header, l.data)),
+            _ => None,
+        }
+    }
+
     /// One `read` from `r` into the buffer, sized for the frame being
     /// received (at least 64 KiB). Returns what `read` returned.
     pub fn read_from<R: Read>(&mut self, r: &mut R) -> io::Result<usize> {
+        self.begin_large()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if let Some(l) = self.large.as_mut() {
+            if l.filled < l.data.len() {
+                let n = r.read(&mut l.data[l.filled..])?;
+                l.filled += n;
+                return Ok(n);
+            }
+        }
         let want = self.wanted().max(MIN_READ);
         self.reserve(want);
         let n = r.read(&mut self.buf[self.end..])?;
@@ -256,6 +322,9 @@ impl FrameDecoder {
 
     /// How many more bytes the frame being received needs (0 if unknown).
     pub fn wanted(&self) -> usize {
+        if let Some(l) = &self.large {
+            return l.data.len() - l.filled;
+        }
         let avail = self.pending();
         if avail < HEADER_LEN {
             return 0;
@@ -270,6 +339,17 @@ impl FrameDecoder {
 
     /// The next complete frame, its payload borrowed from the buffer.
     pub fn next_frame_ref(&mut self) -> Result<Option<(FrameHeader, &[u8])>, ProtocolError> {
+        self.begin_large()?;
+        if self.large.is_some() {
+            return Ok(match self.take_large() {
+                Some((header, data)) => {
+                    self.handed_out = data;
+                    Some((header, &self.handed_out[..]))
+                }
+                None => None,
+            });
+        }
+        self.handed_out = Vec::new();
         if self.pending() < HEADER_LEN {
             return Ok(None);
         }
@@ -291,6 +371,17 @@ impl FrameDecoder {
     }
 
     pub fn next_frame(&mut self) -> Result<Option<Frame>, ProtocolError> {
+        self.begin_large()?;
+        if self.large.is_some() {
+            // Large payloads move out whole, without a copy.
+            return Ok(self.take_large().map(|(h, payload)| Frame {
+                kind: h.kind,
+                flags: h.flags,
+                job: h.job,
+                index: h.index,
+                payload,
+            }));
+        }
         Ok(self.next_frame_ref()?.map(|(h, payload)| Frame {
             kind: h.kind,
             flags: h.flags,
@@ -362,6 +453,36 @@ mod tests {
             .all(|(i, f)| f.payload.len() == i * 37));
         assert_eq!(got[100].payload.len(), 300_000);
         assert_eq!(dec.pending(), 0);
+    }
+
+    #[test]
+    fn large_frames_arrive_whole_through_feed_and_read() {
+        let mut wire = Vec::new();
+        encode_into(&mut wire, Kind::Result, 0, 1, 0, b"small");
+        encode_into(&mut wire, Kind::Result, 0, 1, 1, &vec![3u8; 3 << 20]);
+        encode_into(&mut wire, Kind::Result, 0, 1, 2, b"after");
+        let mut dec = FrameDecoder::new();
+        let mut got = Vec::new();
+        for piece in wire.chunks(100_000) {
+            dec.feed(piece);
+            while let Some(f) = dec.next_frame().expect("frame") {
+                got.push(f);
+            }
+        }
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[1].payload.len(), 3 << 20);
+        assert!(got[1].payload.iter().all(|b| *b == 3));
+        assert_eq!(got[2].payload, b"after");
+
+        let mut src = std::io::Cursor::new(wire);
+        let mut dec = FrameDecoder::new();
+        let mut sizes = Vec::new();
+        while dec.read_from(&mut src).expect("read") > 0 {
+            while let Some((_, p)) = dec.next_frame_ref().expect("frame") {
+                sizes.push(p.len());
+            }
+        }
+        assert_eq!(sizes, vec![5, 3 << 20, 5]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::{PyStopIteration, PyValueError};
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyList};
 
 use crate::engine::{Command, Engine, EngineConfig, Phase, ServiceEvent};
@@ -18,6 +19,15 @@ use crate::protocol::{CallMode, ResultStatus};
 use crate::scheduler::Task;
 use crate::supervisor::Launcher;
 use crate::wait::blocking_wait;
+
+/// A Python `bytes` the engine reads without the GIL.
+struct SharedBytes(PyBackedBytes);
+
+impl AsRef<[u8]> for SharedBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 #[pyclass(module = "ferropool._native", name = "Engine", frozen)]
 pub struct PyEngine {
@@ -144,11 +154,13 @@ impl PyEngine {
     ) -> PyResult<()> {
         let mut tasks = Vec::with_capacity(payloads.len());
         for (i, item) in payloads.iter().enumerate() {
-            let bytes = item.cast::<PyBytes>()?;
+            // No copy: the engine keeps the bytes object itself (immutable)
+            // and writes from it without the GIL.
+            let bytes: PyBackedBytes = item.extract()?;
             tasks.push(Task {
                 job: job.job.id,
                 index: start + i as u64,
-                payload: bytes.as_bytes().to_vec(),
+                payload: Arc::new(SharedBytes(bytes)),
                 sent_at: None,
             });
         }

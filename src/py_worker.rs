@@ -69,6 +69,30 @@ impl WorkerChannel {
         }
     }
 
+    /// Sends a frame now; a large payload is written from where it is.
+    fn send(
+        &mut self,
+        py: Python<'_>,
+        kind: Kind,
+        flags: u8,
+        job: u64,
+        index: u64,
+        payload: &[u8],
+    ) -> Result<(), EngineError> {
+        if payload.len() < 64 * 1024 {
+            self.queue(kind, flags, job, index, payload);
+            return self.flush(py);
+        }
+        self.flush(py)?;
+        let header = protocol::header(kind, flags, job, index, payload.len());
+        let sock = &mut self.sock;
+        py.detach(|| {
+            sock.write_all(&header)?;
+            sock.write_all(payload)
+        })
+        .map_err(disconnected_or)
+    }
+
     fn queue(&mut self, kind: Kind, flags: u8, job: u64, index: u64, payload: &[u8]) {
         protocol::encode_into(&mut self.out, kind, flags, job, index, payload);
     }
@@ -167,19 +191,19 @@ impl WorkerChannel {
                         .into_value(py),))?,
                     };
                     let (status, data): (u8, Bound<'_, PyBytes>) = outcome.extract()?;
-                    self.queue(
+                    // Every result goes out at once, never batched: if this
+                    // process dies during its next task, the engine must know
+                    // exactly which tasks finished (the running one is the
+                    // first it has no result for).
+                    self.send(
+                        py,
                         Kind::Result,
                         status,
                         header.job,
                         header.index,
                         data.as_bytes(),
-                    );
+                    )?;
                     drop(data);
-                    // Every result goes out at once, never batched: if this
-                    // process dies during its next task, the engine must know
-                    // exactly which tasks finished (the running one is the
-                    // first it has no result for).
-                    self.flush(py)?;
                     if let Some(limit) = max_rss {
                         if let Some(rss) = resident_bytes().filter(|rss| *rss > limit) {
                             let why = format!(

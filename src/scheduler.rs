@@ -22,12 +22,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::jobs::{Job, JobId, TaskOutcome};
-use crate::protocol::{self, CallMode, Kind, ResultStatus};
+use crate::outbox::{Outbox, Payload};
+use crate::protocol::{CallMode, Kind, ResultStatus};
 
 pub struct Task {
     pub job: JobId,
     pub index: u64,
-    pub payload: Vec<u8>,
+    pub payload: Payload,
     /// When it was written to a worker (None while queued).
     pub sent_at: Option<Instant>,
 }
@@ -170,7 +171,7 @@ impl Scheduler {
     /// Frames for each worker are appended to its output buffer.
     pub fn fill<'a>(
         &mut self,
-        workers: impl Iterator<Item = (&'a mut WorkerSlot, &'a mut Vec<u8>)>,
+        workers: impl Iterator<Item = (&'a mut WorkerSlot, &'a mut Outbox)>,
     ) {
         let mut workers: Vec<_> = workers.collect();
         for depth in 1..=self.depth() {
@@ -219,16 +220,16 @@ impl Scheduler {
         });
     }
 
-    fn assign_one(&mut self, slot: &mut WorkerSlot, out: &mut Vec<u8>) {
+    fn assign_one(&mut self, slot: &mut WorkerSlot, out: &mut Outbox) {
         let Some(mut task) = self.queue.pop_front() else {
             return;
         };
         if let Some(entry) = self.jobs.get(&task.job) {
             if slot.known_funcs.insert(task.job) {
-                protocol::encode_into(out, Kind::Func, entry.mode as u8, task.job, 0, &entry.func);
+                out.push(Kind::Func, entry.mode as u8, task.job, 0, &entry.func);
             }
         }
-        protocol::encode_into(out, Kind::Task, 0, task.job, task.index, &task.payload);
+        out.push_shared(Kind::Task, 0, task.job, task.index, &task.payload);
         task.sent_at = Some(Instant::now());
         slot.taken += 1;
         slot.inflight.push_back(task);
@@ -345,7 +346,7 @@ mod tests {
             assert!(s.add_task(Task {
                 job: 1,
                 index: i,
-                payload: vec![i as u8],
+                payload: Arc::new(vec![i as u8]),
                 sent_at: None,
             }));
         }
@@ -367,7 +368,7 @@ mod tests {
     #[test]
     fn no_prefetch_until_tasks_are_known_to_be_short() {
         let (mut s, _) = setup(4);
-        let mut a = (WorkerSlot::new(None), Vec::new());
+        let mut a = (WorkerSlot::new(None), Outbox::new());
         s.fill([(&mut a.0, &mut a.1)].into_iter());
         assert_eq!(a.0.inflight.len(), 1, "unknown task time: one at a time");
         s.task_time = Some(Duration::from_secs(1));
@@ -381,7 +382,7 @@ mod tests {
     #[test]
     fn completing_tasks_measures_their_time() {
         let (mut s, _) = setup(1);
-        let mut a = (WorkerSlot::new(None), Vec::new());
+        let mut a = (WorkerSlot::new(None), Outbox::new());
         s.fill([(&mut a.0, &mut a.1)].into_iter());
         s.complete(&mut a.0, ok(0), 1);
         assert!(s.task_time.is_some_and(|t| t < Duration::from_secs(1)));
@@ -391,15 +392,15 @@ mod tests {
     fn fill_spreads_before_prefetching_and_sends_func_once() {
         let (mut s, _) = setup(5);
         with_short_tasks(&mut s);
-        let mut a = (WorkerSlot::new(None), Vec::new());
-        let mut b = (WorkerSlot::new(None), Vec::new());
+        let mut a = (WorkerSlot::new(None), Outbox::new());
+        let mut b = (WorkerSlot::new(None), Outbox::new());
         s.fill([(&mut a.0, &mut a.1), (&mut b.0, &mut b.1)].into_iter());
         assert_eq!(
-            frames(&a.1),
+            frames(&a.1.to_bytes()),
             vec![(Kind::Func, 1, 0), (Kind::Task, 1, 0), (Kind::Task, 1, 2)]
         );
         assert_eq!(
-            frames(&b.1),
+            frames(&b.1.to_bytes()),
             vec![(Kind::Func, 1, 0), (Kind::Task, 1, 1), (Kind::Task, 1, 3)]
         );
         assert_eq!(s.queued(), 1);
@@ -408,7 +409,7 @@ mod tests {
     #[test]
     fn task_limit_is_respected() {
         let (mut s, _) = setup(3);
-        let mut a = (WorkerSlot::new(Some(1)), Vec::new());
+        let mut a = (WorkerSlot::new(Some(1)), Outbox::new());
         s.fill([(&mut a.0, &mut a.1)].into_iter());
         assert_eq!(a.0.inflight.len(), 1);
         assert!(a.0.exhausted());
@@ -419,11 +420,11 @@ mod tests {
     fn lost_worker_fails_running_task_and_requeues_rest_in_order() {
         let (mut s, _) = setup(4);
         with_short_tasks(&mut s);
-        let mut a = (WorkerSlot::new(None), Vec::new());
+        let mut a = (WorkerSlot::new(None), Outbox::new());
         s.fill([(&mut a.0, &mut a.1)].into_iter());
         let lost = s.worker_gone(&mut a.0, true).expect("running task");
         assert_eq!(lost.index, 0);
-        let mut b = (WorkerSlot::new(None), Vec::new());
+        let mut b = (WorkerSlot::new(None), Outbox::new());
         s.fill([(&mut b.0, &mut b.1)].into_iter());
         let order: Vec<u64> = b.0.inflight.iter().map(|t| t.index).collect();
         assert_eq!(order, vec![1, 2]);
@@ -432,7 +433,7 @@ mod tests {
     #[test]
     fn job_finishes_when_closed_and_all_outcomes_in() {
         let (mut s, job) = setup(2);
-        let mut a = (WorkerSlot::new(None), Vec::new());
+        let mut a = (WorkerSlot::new(None), Outbox::new());
         s.fill([(&mut a.0, &mut a.1)].into_iter());
         assert_eq!(s.complete(&mut a.0, ok(0), 1), Delivered::default());
         let d = s.complete(&mut a.0, ok(1), 1);
@@ -447,7 +448,7 @@ mod tests {
     fn fail_everything_completes_jobs() {
         let (mut s, job) = setup(3);
         s.close_job_input(1);
-        let mut a = (WorkerSlot::new(None), Vec::new());
+        let mut a = (WorkerSlot::new(None), Outbox::new());
         s.fill([(&mut a.0, &mut a.1)].into_iter());
         let done = s.fail_everything([&mut a.0].into_iter(), ResultStatus::PoolBroken, "gone");
         assert!(done.is_empty(), "no callbacks to notify");

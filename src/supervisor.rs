@@ -25,13 +25,15 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command};
 
 use nix::sys::signal::Signal;
-use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use nix::sys::socket::{sendmsg, setsockopt, sockopt, ControlMessage, MsgFlags};
 
 /// fd number of the worker's socket in a spawned worker.
 pub const SPAWN_SOCKET_FD: RawFd = 3;
 /// First fd number of the inherited setup fds in a spawned worker.
 pub const SPAWN_FIRST_INHERITED_FD: RawFd = 4;
 const ZYGOTE_RECORD: usize = 24;
+/// Send and receive buffer of each worker socket (the kernel caps it).
+const SOCKET_BUFFER: usize = 1 << 20;
 
 /// How a worker process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,6 +146,11 @@ impl Launcher {
     pub fn launch(&mut self, number: u64) -> io::Result<Launched> {
         let (ours, theirs) = UnixStream::pair()?;
         ours.set_nonblocking(true)?;
+        // Bigger buffers: a large payload crosses in a few hops, not dozens.
+        for sock in [&ours, &theirs] {
+            let _ = setsockopt(sock, sockopt::SndBuf, &SOCKET_BUFFER);
+            let _ = setsockopt(sock, sockopt::RcvBuf, &SOCKET_BUFFER);
+        }
         match self {
             Launcher::Spawn { argv, inherited } => {
                 let child = spawn_worker(argv, &theirs, inherited)?;

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from multiprocessing import TimeoutError as MPTimeoutError
 from typing import Any, Dict, List, Optional
 
@@ -91,18 +92,50 @@ AsyncResult = ApplyResult
 class MapResult(ApplyResult):
     """The result of ``map_async``/``starmap_async``: the chunks' results in
     input order; on failure, the first exception that arrived (as the stdlib,
-    only once every chunk is done). Chunks may differ in size (lazy input)."""
+    only once every chunk is done). Chunks may differ in size (lazy input).
 
-    def _collect(self, outcomes: List[tuple]) -> tuple:
-        chunks: Dict[int, Any] = {}
+    A ``get()`` without callbacks unpickles chunks as they arrive, while the
+    workers still run, instead of all at the end."""
+
+    def __init__(self, pool: Any, job: Any, callback: Any, error_callback: Any) -> None:
+        super().__init__(pool, job, callback, error_callback)
+        self._chunks: Dict[int, Any] = {}
+        self._failure: Optional[BaseException] = None
+
+    def get(self, timeout: Optional[float] = None) -> Any:
+        if self._callback is None and self._error_callback is None:
+            self._absorb_as_they_come(timeout)
+        return super().get(timeout)
+
+    def _absorb_as_they_come(self, timeout: Optional[float]) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while self._outcome is None:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    outcome = self._job.next_outcome(left)
+                except StopIteration:
+                    return
+                if outcome is None:
+                    raise MPTimeoutError
+                self._absorb([outcome])
+
+    def _absorb(self, outcomes: List[tuple]) -> None:
         for index, status, payload in outcomes:
             success, value = self._decode(index, status, payload)
-            if not success:
-                return False, value
-            chunks[index] = value
+            if success:
+                self._chunks[index] = value
+            elif self._failure is None:
+                self._failure = value
+
+    def _collect(self, outcomes: List[tuple]) -> tuple:
+        self._absorb(outcomes)
+        if self._failure is not None:
+            return False, self._failure
         values: List[Any] = []
-        for index in sorted(chunks):
-            values.extend(chunks[index])
+        for index in sorted(self._chunks):
+            values.extend(self._chunks[index])
+        self._chunks = {}
         return True, values
 
 
