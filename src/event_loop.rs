@@ -252,14 +252,20 @@ impl EventLoop {
                     }
                 } else {
                     let why = self.refusal();
+                    let mut notify = false;
                     for task in tasks {
-                        job.deliver(TaskOutcome {
+                        let completed = job.deliver(TaskOutcome {
                             index: task.index,
                             status: ResultStatus::PoolBroken,
                             payload: why.clone().into_bytes(),
                         });
+                        notify |= job.wants_service(completed);
                     }
-                    if close && job.close_input() && job.has_callback {
+                    if close {
+                        let completed = job.close_input();
+                        notify |= completed && job.has_callback;
+                    }
+                    if notify {
                         self.notify_service(job.id);
                     }
                 }
@@ -285,12 +291,12 @@ impl EventLoop {
     }
 
     fn fail_direct(&mut self, job: &Arc<Job>, why: &str) {
-        if job.deliver(TaskOutcome {
+        let completed = job.deliver(TaskOutcome {
             index: 0,
             status: ResultStatus::PoolBroken,
             payload: why.as_bytes().to_vec(),
-        }) && job.has_callback
-        {
+        });
+        if job.wants_service(completed) {
             self.notify_service(job.id);
         }
     }

@@ -63,19 +63,33 @@ pub struct Job {
     /// Completion goes through the service thread, which runs the callbacks
     /// and then marks the job ready.
     pub has_callback: bool,
+    /// Every outcome is announced to the service thread (a stream job: the
+    /// executor sends all calls of one function through one job).
+    pub notify_each: bool,
     pub progress: Signal<JobProgress>,
 }
 
 impl Job {
     pub fn new(id: JobId, has_callback: bool) -> Arc<Job> {
+        Self::with_notify(id, has_callback, false)
+    }
+
+    pub fn with_notify(id: JobId, has_callback: bool, notify_each: bool) -> Arc<Job> {
         Arc::new(Job {
             id,
             has_callback,
+            notify_each,
             progress: Signal::new(JobProgress {
                 has_callback,
                 ..JobProgress::default()
             }),
         })
+    }
+
+    /// Whether the service thread must hear of an outcome that did (or did
+    /// not) complete the job.
+    pub fn wants_service(&self, completed: bool) -> bool {
+        self.notify_each || (completed && self.has_callback)
     }
 
     /// Records an outcome. Returns true when this made the job complete.

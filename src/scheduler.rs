@@ -260,7 +260,7 @@ impl Scheduler {
         };
         entry.outstanding = entry.outstanding.saturating_sub(1);
         let job_complete = entry.job.deliver(outcome);
-        let notify_service = job_complete && entry.job.has_callback;
+        let notify_service = entry.job.wants_service(job_complete);
         let job_finished = entry.input_closed && entry.outstanding == 0;
         if job_finished {
             self.jobs.remove(&job);

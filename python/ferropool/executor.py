@@ -1,9 +1,11 @@
 """``ferropool.ProcessPoolExecutor``: ``concurrent.futures.ProcessPoolExecutor``
 on ferropool's engine (not on the stdlib's executor).
 
-    submit() ── pickle ──▶ pending (cancellable) ──dispatch──▶ engine (running)
-    service thread ◀── job complete ── engine: set the Future, dispatch more
+    submit() ── pickle args ──▶ pending (cancellable) ──dispatch──▶ stream job of fn (running)
+    service thread ◀── each outcome ── engine: set the Future, dispatch more
 
+All calls of one function go through one long-lived engine job (a stream):
+the function is pickled and sent to each worker once, not once per call.
 Futures are real ``concurrent.futures.Future`` objects. A future stays
 cancellable while it waits in ``pending``; only about two tasks per worker are
 handed to the engine at a time (the stdlib keeps ``max_workers + 1``).
@@ -32,13 +34,15 @@ from . import _launch
 from ._errors import BrokenProcessPool
 from ._outcomes import POOL_BROKEN, decode
 from ._pickling import dumps_call, dumps_function
-from .pool import _service_loop
 
 __all__ = ["ProcessPoolExecutor"]
 
 APPLY = 0
 # Tasks handed to the engine per worker; the rest wait, cancellable, in Python.
 IN_FLIGHT_PER_WORKER = 2
+# Functions with a stream of their own at once; the least recently used
+# stream is closed when another function needs one.
+MAX_STREAMS = 16
 
 _live_executors: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
 
@@ -49,25 +53,25 @@ def _process_chunk(fn: Callable[..., Any], chunk: List[tuple]) -> List[Any]:
 
 
 class _WorkItem:
-    __slots__ = ("executor", "future", "func", "payload", "job")
+    __slots__ = ("future", "fn", "payload")
 
-    def __init__(self, executor: ProcessPoolExecutor, future: Future, func: bytes, payload: bytes):
-        self.executor = executor
+    def __init__(self, future: Future, fn: Callable[..., Any], payload: bytes):
         self.future = future
-        self.func = func
+        self.fn = fn
         self.payload = payload
-        self.job: Any = None
 
-    def _complete_with_callbacks(self) -> None:
-        """Service thread: settle the future, then hand out more work."""
-        status, value = 0, None
-        for _, status, payload in self.job.take():
-            success, value = decode(status, payload)
-            if success:
-                self.future.set_result(value)
-            else:
-                self.future.set_exception(value)
-        self.executor._task_done(self, broken=value if status == POOL_BROKEN else None)
+
+class _Stream:
+    """One engine job carrying every call of one function."""
+
+    __slots__ = ("fn", "job", "next_index", "in_flight", "closed")
+
+    def __init__(self, fn: Callable[..., Any], job: Any) -> None:
+        self.fn = fn  # kept alive, so its id() stays its own
+        self.job = job
+        self.next_index = 0
+        self.in_flight: Dict[int, _WorkItem] = {}
+        self.closed = False
 
 
 class ProcessPoolExecutor(Executor):
@@ -106,7 +110,9 @@ class ProcessPoolExecutor(Executor):
         self._pending: Deque[_WorkItem] = collections.deque()
         self._in_flight = 0
         self._in_flight_limit = max_workers * IN_FLIGHT_PER_WORKER
-        self._cache: Dict[int, _WorkItem] = {}
+        # Streams by id(fn), most recently used last; and by engine job id.
+        self._streams: collections.OrderedDict[int, _Stream] = collections.OrderedDict()
+        self._by_job: Dict[int, _Stream] = {}
         self._shutdown = False
         self._engine_closed = False
         self._broken: Optional[str] = None
@@ -123,8 +129,8 @@ class ProcessPoolExecutor(Executor):
         self._engine = started.engine
         self._reap_helpers = started.reap
         self._service = threading.Thread(
-            target=_service_loop,
-            args=(self._engine, self._cache, self._reap_helpers),
+            target=_serve_outcomes,
+            args=(self._engine, self, self._reap_helpers),
             name="ferropool-executor-service",
             daemon=True,
         )
@@ -143,7 +149,7 @@ class ProcessPoolExecutor(Executor):
                 raise RuntimeError("cannot schedule new futures after shutdown")
             future: Future = Future()
             try:
-                item = _WorkItem(self, future, dumps_function(fn), dumps_call(args, kwargs))
+                item = _WorkItem(future, fn, dumps_call(args, kwargs))
             except Exception as e:
                 # As the stdlib: an argument that cannot be pickled fails its
                 # own future; the executor carries on.
@@ -153,25 +159,83 @@ class ProcessPoolExecutor(Executor):
             self._dispatch()
         return future
 
+    def _stream_for(self, fn: Callable[..., Any]) -> _Stream:
+        """The stream of `fn`, made on first use (lock held)."""
+        stream = self._streams.get(id(fn))
+        if stream is not None and stream.fn is fn:
+            self._streams.move_to_end(id(fn))
+            return stream
+        job = self._engine.new_job(dumps_function(fn), APPLY, False, True)
+        stream = _Stream(fn, job)
+        self._streams[id(fn)] = stream
+        self._by_job[job.id] = stream
+        while len(self._streams) > MAX_STREAMS:
+            _, old = self._streams.popitem(last=False)
+            self._close_stream(old)
+        return stream
+
+    def _close_stream(self, stream: _Stream) -> None:
+        if not stream.closed:
+            stream.closed = True
+            try:
+                self._engine.add_tasks(stream.job, stream.next_index, [], True)
+            except ValueError:
+                pass  # the engine already stopped: the job was failed there
+        if not stream.in_flight:
+            self._by_job.pop(stream.job.id, None)
+
     def _dispatch(self) -> None:
         """Hands pending work to the engine while there is room (lock held)."""
         while self._pending and self._in_flight < self._in_flight_limit:
             item = self._pending.popleft()
             if not item.future.set_running_or_notify_cancel():
                 continue
-            item.job = self._engine.new_job(item.func, APPLY, True)
-            self._cache[item.job.id] = item
+            try:
+                stream = self._stream_for(item.fn)
+            except Exception as e:  # the function cannot be pickled
+                item.future.set_exception(e)
+                continue
+            index = stream.next_index
+            stream.next_index += 1
+            stream.in_flight[index] = item
             self._in_flight += 1
-            self._engine.add_tasks(item.job, 0, [item.payload], True)
+            self._engine.add_tasks(stream.job, index, [item.payload], False)
         if self._shutdown and not self._pending and not self._engine_closed:
             # Close only once nothing waits here: the engine stops its workers
-            # as soon as it has no jobs left.
+            # as soon as it has no open jobs left.
             self._engine_closed = True
+            for stream in list(self._streams.values()):
+                self._close_stream(stream)
+            self._streams.clear()
             self._engine.close()
 
-    def _task_done(self, item: _WorkItem, broken: Any) -> None:
+    def _outcomes_arrived(self, job_id: int) -> None:
+        """Service thread: settle the futures of a stream's new outcomes."""
         with self._lock:
-            self._in_flight -= 1
+            stream = self._by_job.get(job_id)
+        if stream is None:
+            return
+        settled = []
+        broken = None
+        for index, status, payload in stream.job.take():
+            item = stream.in_flight.get(index)
+            if item is None:
+                continue
+            success, value = decode(status, payload)
+            if status == POOL_BROKEN:
+                broken = value
+            settled.append((index, item, success, value))
+        for _, item, success, value in settled:
+            if success:
+                item.future.set_result(value)
+            else:
+                item.future.set_exception(value)
+        with self._lock:
+            for index, _, _, _ in settled:
+                del stream.in_flight[index]
+            self._in_flight -= len(settled)
+            if stream.closed and not stream.in_flight:
+                self._by_job.pop(stream.job.id, None)
             if broken is not None and self._broken is None:
                 self._broken = str(broken)
                 for waiting in self._pending:
@@ -267,6 +331,18 @@ def _finish_forgotten_executors() -> None:
             executor.shutdown(wait=True)
         except Exception:
             pass
+
+
+def _serve_outcomes(engine: Any, executor: ProcessPoolExecutor, on_engine_done: Any) -> None:
+    """The executor's service thread: settles futures as outcomes arrive and
+    forwards the engine's log lines; reaps helpers once the engine ended."""
+    while True:
+        jobs = engine.service_next()
+        if jobs is None:
+            break
+        for job_id in dict.fromkeys(jobs):
+            executor._outcomes_arrived(job_id)
+    on_engine_done()
 
 
 def _batched(items: Iterator[tuple], size: int) -> Iterator[List[tuple]]:
