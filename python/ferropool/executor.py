@@ -40,6 +40,9 @@ __all__ = ["ProcessPoolExecutor"]
 APPLY = 0
 # Tasks handed to the engine per worker; the rest wait, cancellable, in Python.
 IN_FLIGHT_PER_WORKER = 2
+# For map()'s own futures, which callers do not cancel one by one: deeper, so
+# short tasks keep the workers busy.
+MAP_IN_FLIGHT_PER_WORKER = 8
 # Functions with a stream of their own at once; the least recently used
 # stream is closed when another function needs one.
 MAX_STREAMS = 16
@@ -53,12 +56,13 @@ def _process_chunk(fn: Callable[..., Any], chunk: List[tuple]) -> List[Any]:
 
 
 class _WorkItem:
-    __slots__ = ("future", "fn", "payload")
+    __slots__ = ("future", "fn", "payload", "from_map")
 
-    def __init__(self, future: Future, fn: Callable[..., Any], payload: bytes):
+    def __init__(self, future: Future, fn: Callable[..., Any], payload: bytes, from_map: bool):
         self.future = future
         self.fn = fn
         self.payload = payload
+        self.from_map = from_map
 
 
 class _Stream:
@@ -110,6 +114,7 @@ class ProcessPoolExecutor(Executor):
         self._pending: Deque[_WorkItem] = collections.deque()
         self._in_flight = 0
         self._in_flight_limit = max_workers * IN_FLIGHT_PER_WORKER
+        self._map_in_flight_limit = max_workers * MAP_IN_FLIGHT_PER_WORKER
         # Streams by id(fn), most recently used last; and by engine job id.
         self._streams: collections.OrderedDict[int, _Stream] = collections.OrderedDict()
         self._by_job: Dict[int, _Stream] = {}
@@ -140,6 +145,9 @@ class ProcessPoolExecutor(Executor):
     # ----- submitting ----------------------------------------------------
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        return self._submit(fn, args, kwargs, from_map=False)
+
+    def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict, from_map: bool) -> Future:
         if not callable(fn):
             raise TypeError(f"'{type(fn).__name__}' object is not callable")
         with self._lock:
@@ -149,7 +157,7 @@ class ProcessPoolExecutor(Executor):
                 raise RuntimeError("cannot schedule new futures after shutdown")
             future: Future = Future()
             try:
-                item = _WorkItem(future, fn, dumps_call(args, kwargs))
+                item = _WorkItem(future, fn, dumps_call(args, kwargs), from_map)
             except Exception as e:
                 # As the stdlib: an argument that cannot be pickled fails its
                 # own future; the executor carries on.
@@ -186,7 +194,12 @@ class ProcessPoolExecutor(Executor):
 
     def _dispatch(self) -> None:
         """Hands pending work to the engine while there is room (lock held)."""
-        while self._pending and self._in_flight < self._in_flight_limit:
+        while self._pending:
+            limit = (
+                self._map_in_flight_limit if self._pending[0].from_map else self._in_flight_limit
+            )
+            if self._in_flight >= limit:
+                break
             item = self._pending.popleft()
             if not item.future.set_running_or_notify_cancel():
                 continue
@@ -270,7 +283,10 @@ class ProcessPoolExecutor(Executor):
                 raise ValueError("buffersize must be None or > 0")
         end_time = None if timeout is None else timeout + time.monotonic()
         chunks = _batched(zip(*iterables), chunksize)
-        submit = self.submit
+
+        def submit(fn: Callable[..., Any], *args: Any) -> Future:
+            return self._submit(fn, args, {}, from_map=True)
+
         if buffersize is None:
             futures = collections.deque(submit(_process_chunk, fn, c) for c in chunks)
         else:
