@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test test-rust test-python demo bench lint clean
+.PHONY: install test test-rust test-python demo bench bench-chart lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,18 @@ test-rust:
 test-python: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Every workload on ferropool, the stdlib and the installed peers (the bench
+# extra installs loky, billiard, pebble and mpire), then the ratio table.
+# Quicker: make bench PYTEST_ARGS=--bench-quick
 bench: install
 	$(PY) -m pip install -q -e '.[test,bench]'
-	$(PY) -m pytest benches $(PYTEST_ARGS)
+	$(PY) -m pytest benches -p no:cacheprovider --benchmark-columns=min,median,max,rounds $(PYTEST_ARGS)
+
+# The full comparison as in the README: docs/bench-results.json and the chart
+# docs/bench.png (python -m ferropool bench; a few minutes on 2 cores).
+bench-chart: install
+	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m ferropool bench --json docs/bench-results.json --chart docs/bench.png
 
 lint: install
 	$(PY) -m pip install -q -e '.[test,lint]'

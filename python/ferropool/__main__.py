@@ -1,5 +1,5 @@
 """``python -m ferropool demo`` (see ferropool/demo.py) and
-``python -m ferropool bench`` (see ferropool/benchmarks.py)."""
+``python -m ferropool bench`` (see ferropool/bench/)."""
 
 import sys
 
@@ -13,7 +13,7 @@ def _main() -> int:
         print(USAGE)
         return 2
     if sys.argv[1] == "bench":
-        from ferropool.benchmarks import main as bench_main
+        from ferropool.bench import main as bench_main
 
         return bench_main(sys.argv[2:])
     from ferropool.demo import main

@@ -1,0 +1,137 @@
+"""pytest-benchmark harness for ferropool's benchmark suite.
+
+Every workload of ``ferropool.bench`` is a test, parametrised over the
+implementations installed here (ferropool, the stdlib, loky, billiard, pebble,
+mpire). pytest-benchmark prints its own statistics per group (one group per
+workload); at the end this conftest prints the same ratio table as
+``python -m ferropool bench``: best time per implementation, ferropool / stdlib,
+the target and whether it is met.
+
+Options: --bench-quick (smaller sizes, one round), --bench-repeats N,
+--bench-impls ferropool,stdlib,..., --bench-workloads 1,5a,6,...,
+--bench-json PATH, --bench-chart PATH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List
+
+import pytest
+from ferropool.bench.adapters import installed_implementations
+from ferropool.bench.report import draw_chart, metadata, report_lines, summary_line, to_json
+from ferropool.bench.runner import Measurement, RowResult, efficiency_row
+from ferropool.bench.workloads import Config, rows, select_rows
+
+
+def pytest_addoption(parser: Any) -> None:
+    group = parser.getgroup("ferropool-bench")
+    group.addoption("--bench-quick", action="store_true", help="smaller sizes, one round")
+    group.addoption("--bench-repeats", type=int, default=None, help="rounds per case (best kept)")
+    group.addoption("--bench-impls", default=None, help="comma-separated implementations")
+    group.addoption("--bench-workloads", default=None, help="labels or keys, e.g. 1,5a,6")
+    group.addoption("--bench-json", default=None, help="write the ratio table's data as JSON")
+    group.addoption("--bench-chart", default=None, help="draw the ratio chart (PNG)")
+
+
+def _config(config: Any) -> Config:
+    cfg = getattr(config, "_ferropool_bench_cfg", None)
+    if cfg is None:
+        cfg = Config.make(
+            quick=config.getoption("--bench-quick"),
+            repeats=config.getoption("--bench-repeats"),
+        )
+        config._ferropool_bench_cfg = cfg
+        config._ferropool_bench_store = {}
+        impls = installed_implementations()
+        wanted = config.getoption("--bench-impls")
+        if wanted:
+            impls = [i for i in impls if i in wanted.split(",")]
+        config._ferropool_bench_impls = impls
+        config._ferropool_bench_rows = select_rows(
+            rows(cfg), config.getoption("--bench-workloads")
+        )
+    return cfg
+
+
+def pytest_generate_tests(metafunc: Any) -> None:
+    if "bench_case" not in metafunc.fixturenames:
+        return
+    config = metafunc.config
+    _config(config)
+    params, ids = [], []
+    for row in config._ferropool_bench_rows:
+        if row.kind == "efficiency":
+            continue  # derived from the cpu-bound row and its serial baseline
+        impls = config._ferropool_bench_impls
+        for impl in ["serial", *impls] if row.kind == "cpu" else impls:
+            params.append((row, impl))
+            ids.append(f"{row.label}-{row.key}-{impl}")
+    metafunc.parametrize("bench_case", params, ids=ids)
+
+
+def pytest_collection_modifyitems(config: Any, items: List[Any]) -> None:
+    for item in items:
+        # The suite's own 60 s limit and warnings-as-errors are for tests;
+        # a full benchmark case may take minutes, and peers may warn.
+        item.add_marker(pytest.mark.timeout(1800))
+        item.add_marker(pytest.mark.filterwarnings("default"))
+
+
+@pytest.fixture
+def bench_cfg(request: Any) -> Config:
+    return _config(request.config)
+
+
+@pytest.fixture
+def bench_store(request: Any) -> Dict[str, Dict[str, Measurement]]:
+    _config(request.config)
+    store: Dict[str, Dict[str, Measurement]] = request.config._ferropool_bench_store
+    return store
+
+
+def _results(config: Any) -> List[RowResult]:
+    store = config._ferropool_bench_store
+    impls = config._ferropool_bench_impls
+    out: List[RowResult] = []
+    for row in config._ferropool_bench_rows:
+        if row.kind == "efficiency":
+            cpu = next((r for r in out if r.row.key == "cpu_bound"), None)
+            if cpu is not None and "serial" in cpu.results:
+                cfg = config._ferropool_bench_cfg
+                out.append(efficiency_row(row, cpu, cpu.results["serial"], cfg.processes))
+            continue
+        got = store.get(row.key)
+        if not got:
+            continue
+        names = ["serial", *impls] if row.kind == "cpu" else impls
+        missing = Measurement([], "n/a: not run")
+        out.append(RowResult(row, {i: got.get(i, missing) for i in names}))
+    return out
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
+    if getattr(config, "_ferropool_bench_store", None) is None:
+        return
+    results = _results(config)
+    if not results:
+        return
+    meta = metadata(config._ferropool_bench_cfg, config._ferropool_bench_impls)
+    tr = terminalreporter
+    tr.section("ferropool / stdlib (best of each, lower is better)")
+    for line in report_lines(results, meta):
+        tr.write_line(line)
+    tr.write_line(summary_line(results))
+    path = config.getoption("--bench-json")
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(to_json(results, meta), f, indent=1)
+            f.write("\n")
+        tr.write_line(f"results written to {path}")
+    chart = config.getoption("--bench-chart")
+    if chart:
+        draw_chart(results, meta, chart)
+        tr.write_line(f"chart written to {chart}")

@@ -1,0 +1,32 @@
+"""The benchmark suite: ``python -m ferropool bench`` and ``make bench``.
+
+Every workload runs on ferropool and on the stdlib in the same run, and on the
+peers (loky, billiard, pebble, mpire) that are importable. Each is timed
+``repeats`` times (best of), with the pool created and warmed up outside the
+timed region, except for the start-up workloads, which time exactly that. The
+report gives each implementation's time and the ratio ferropool / stdlib
+(lower is better) against the target of the project's performance issue.
+
+The data flow, one module a step:
+
+* ``workloads``: the task functions the workers import by name (``inc``,
+  ``identity``, ``burn``), ``Config`` and the rows of the report
+  (``rows``, ``select_rows``);
+* ``adapters``: the implementations (``installed_implementations``,
+  ``versions``) behind one Pool-like API (``open_pool``, ``open_executor``),
+  and the start-up probe run in a fresh interpreter;
+* ``runner``: a ``Case`` per row and implementation, timed in rounds into
+  ``Measurement``s (``measure_row``), and ``run_all`` giving a ``RowResult``
+  per row;
+* ``report``: the ratio table and notes, the metadata, JSON out and back in,
+  the chart, the progress bar;
+* ``cli``: ``main``, the command line tying them together (also driven, row by
+  row, by the pytest-benchmark harness in ``benches/``).
+
+Nothing heavy is imported at import time: ferropool's pools, the peers, numpy
+and matplotlib only when a workload or the chart needs them.
+"""
+
+from .cli import main
+
+__all__ = ["main"]

@@ -1,0 +1,209 @@
+"""The workloads: the task functions the workers run, and the rows of the report.
+
+The task functions (``inc``, ``identity``, ``burn``) live at module level here,
+``ferropool.bench.workloads``, so that workers of every start method (spawn and
+forkserver included) can import them by name. ``rows`` lists the rows of the
+report with the sizes of a ``Config``; ``select_rows`` applies ``--workloads``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+MIB = 1 << 20
+START_METHODS = ["fork", "spawn", "forkserver"]
+
+
+# ---------------------------------------------------------------------------
+# Task functions (module level: workers of every start method import them).
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def identity(x: Any) -> Any:
+    return x
+
+
+def burn(n: int) -> str:
+    """About 15 ms of pure-Python work (on a 2020s x86 core), checkable."""
+    h = hashlib.sha256(str(n).encode())
+    total = 0
+    for i in range(180_000):
+        total = (total * 31 + i * n) % 1_000_003
+    h.update(str(total).encode())
+    return h.hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------
+# Configuration and the list of rows of the report.
+
+
+@dataclass
+class Config:
+    quick: bool = False
+    processes: int = 2
+    start_method: str = field(default_factory=multiprocessing.get_start_method)
+    repeats: int = 3
+    # A peer's case stops repeating once it has spent this long (ferropool
+    # and the stdlib always get every repeat: their ratio is the point).
+    peer_budget_s: float = 4.0
+
+    @classmethod
+    def make(
+        cls,
+        quick: bool = False,
+        processes: int = 2,
+        start_method: Optional[str] = None,
+        repeats: Optional[int] = None,
+    ) -> Config:
+        return cls(
+            quick=quick,
+            processes=processes,
+            start_method=start_method or multiprocessing.get_start_method(),
+            repeats=repeats if repeats is not None else (1 if quick else 3),
+        )
+
+    def size(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    label: str  # "1", "5a", ...: what --workloads selects
+    title: str
+    kind: str  # pool | executor | startup | cpu | efficiency
+    target: Optional[float]  # ratio ferropool / stdlib; for efficiency: the minimum
+    n: int = 0
+    method: str = ""
+    first: bool = True
+
+
+def _k(n: int) -> str:
+    return f"{n:,}"
+
+
+def rows(cfg: Config) -> List[Row]:
+    """The rows of the report, with the sizes of this configuration."""
+    n_apply = cfg.size(2_000, 200)
+    n_small = cfg.size(20_000, 2_000)
+    n_big = cfg.size(200_000, 20_000)
+    n_payload = cfg.size(64, 8)
+    n_cpu = cfg.size(64, 16)
+    w = cfg.processes
+    out = [
+        Row(
+            "apply_round_trip",
+            "1",
+            f"apply_async(f, (i,)).get() x {_k(n_apply)}",
+            "pool",
+            0.20,
+            n_apply,
+        ),
+        Row(
+            "map_chunksize_1",
+            "2",
+            f"map(f, range({_k(n_small)}), chunksize=1)",
+            "pool",
+            0.25,
+            n_small,
+        ),
+        Row(
+            "imap_unordered_chunksize_1",
+            "3",
+            f"imap_unordered(f, range({_k(n_small)}), chunksize=1)",
+            "pool",
+            0.25,
+            n_small,
+        ),
+        Row(
+            "map_default_chunksize",
+            "4",
+            f"map(f, range({_k(n_big)})), default chunksize",
+            "pool",
+            0.60,
+            n_big,
+        ),
+        Row(
+            "payload_bytes",
+            "5a",
+            f"map(identity, {n_payload} x 8 MiB bytes, chunksize=1)",
+            "pool",
+            0.35,
+            n_payload,
+        ),
+        Row(
+            "payload_arrays",
+            "5b",
+            f"map(identity, {n_payload} x 8 MiB numpy, chunksize=1)",
+            "pool",
+            0.25,
+            n_payload,
+        ),
+    ]
+    available = multiprocessing.get_all_start_methods()
+    for m in START_METHODS:
+        if m not in available:
+            continue
+        out.append(
+            Row(f"startup_{m}_first", "6", f"start-up {m}: first pool", "startup", 1.0, 4, m, True)
+        )
+        out.append(
+            Row(
+                f"startup_{m}_repeated",
+                "6",
+                f"start-up {m}: repeated pools",
+                "startup",
+                1.0,
+                4,
+                m,
+                False,
+            )
+        )
+    out += [
+        Row("cpu_bound", "7", f"cpu-bound: {n_cpu} x ~15 ms tasks", "cpu", 1.05, n_cpu),
+        Row("cpu_efficiency", "7", f"cpu-bound: % of {w}x serial speed", "efficiency", 0.90, n_cpu),
+        Row(
+            "executor_round_trip",
+            "8a",
+            f"executor submit(f, i).result() x {_k(n_apply)}",
+            "executor",
+            0.20,
+            n_apply,
+        ),
+        Row(
+            "executor_map_chunksize_1",
+            "8b",
+            f"executor.map(f, range({_k(n_small)}), chunksize=1)",
+            "executor",
+            0.15,
+            n_small,
+        ),
+    ]
+    return out
+
+
+def select_rows(all_rows: List[Row], spec: Optional[str]) -> List[Row]:
+    """``--workloads 1,5a,startup_fork_first``: by label (``5`` takes 5a and
+    5b) or by key."""
+    if not spec:
+        return all_rows
+    wanted = [s.strip() for s in spec.split(",") if s.strip()]
+    chosen = [
+        r
+        for r in all_rows
+        if any(
+            r.key == s or r.label == s or (s.isdigit() and r.label.rstrip("ab") == s)
+            for s in wanted
+        )
+    ]
+    if any(r.key == "cpu_efficiency" for r in chosen) and not any(
+        r.key == "cpu_bound" for r in chosen
+    ):
+        chosen.insert(0, next(r for r in all_rows if r.key == "cpu_bound"))
+    return chosen
