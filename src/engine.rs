@@ -98,6 +98,10 @@ pub struct Shared {
     pub status: Signal<PoolStatus>,
     pub service: Signal<ServiceQueue>,
     wake_pending: AtomicBool,
+    /// Set (under this lock) when the engine thread stops reading commands;
+    /// senders check it under the same lock, so no command is ever left
+    /// unread in the channel.
+    pub inbox_closed: Mutex<bool>,
 }
 
 impl Shared {
@@ -124,6 +128,7 @@ impl Engine {
             }),
             service: Signal::new(ServiceQueue::default()),
             wake_pending: AtomicBool::new(false),
+            inbox_closed: Mutex::new(false),
         });
         let (inbox, commands): (Sender<Command>, Receiver<Command>) = unbounded();
         let (waker, wake_rx) = UnixStream::pair()?;
@@ -158,7 +163,12 @@ impl Engine {
     /// Sends a command and wakes the engine thread. Fails only once the
     /// engine thread has ended.
     pub fn send(&self, command: Command) -> Result<(), Command> {
+        let closed = lock(&self.shared.inbox_closed);
+        if *closed {
+            return Err(command);
+        }
         self.inbox.send(command).map_err(|e| e.into_inner())?;
+        drop(closed);
         // Coalesce wake-ups: one byte in the socket is enough.
         if !self.shared.wake_pending.swap(true, Ordering::AcqRel) {
             let _ = (&self.waker).write(&[1]);

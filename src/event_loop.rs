@@ -159,6 +159,12 @@ impl EventLoop {
             self.publish_status();
         }
         self.launcher = None; // closes the zygote's control socket: it exits
+                              // Stop taking commands, then answer every one already sent (their
+                              // tasks are refused): none may be left unread.
+        *crate::sync::lock(&self.shared.inbox_closed) = true;
+        while let Ok(command) = self.commands.try_recv() {
+            self.handle_command(command);
+        }
         self.publish_status();
     }
 
@@ -519,6 +525,9 @@ impl EventLoop {
                 i += 1;
                 continue;
             }
+            // Results it sent before it went away are still in the socket:
+            // take them first, so only the task really running is lost.
+            self.read_worker(i);
             let mut w = self.workers.swap_remove(i);
             let was_running = w.state == WorkerState::Ready || w.state == WorkerState::Retiring;
             let mut lost = self.scheduler.worker_gone(&mut w.slot, was_running);
@@ -744,14 +753,28 @@ impl EventLoop {
         for job in completed {
             self.notify_service(job);
         }
-        self.fail_open_jobs();
+        self.fail_open_jobs(&why);
         self.stop_all_workers(Signal::SIGTERM);
     }
 
-    /// Jobs whose input is still open would wait forever for tasks that will
-    /// never run: close them; further tasks are refused with the reason.
-    fn fail_open_jobs(&mut self) {
+    /// Jobs whose input is still open (a lazy map still reading) would wait
+    /// for ever for tasks that will never run: each gets a failure at the
+    /// position its input had reached, so the rest cannot go missing
+    /// silently, and is closed; tasks still sent are refused with `why`.
+    fn fail_open_jobs(&mut self, why: &str) {
         for job in self.scheduler.open_jobs() {
+            let still_reading = !job.progress.lock().input_closed;
+            if still_reading {
+                let next = job.progress.lock().submitted;
+                let completed = job.add_local(TaskOutcome {
+                    index: next,
+                    status: ResultStatus::PoolBroken,
+                    payload: format!("{why}; the rest of the input was not read").into_bytes(),
+                });
+                if job.wants_service(completed) {
+                    self.notify_service(job.id);
+                }
+            }
             let d = self.scheduler.close_job_input(job.id);
             self.after_delivery(job.id, d);
         }
@@ -785,7 +808,7 @@ impl EventLoop {
         for job in completed {
             self.notify_service(job);
         }
-        self.fail_open_jobs();
+        self.fail_open_jobs(why);
         self.stop_all_workers(if kill_now {
             Signal::SIGKILL
         } else {

@@ -40,9 +40,18 @@ pub struct JobProgress {
     /// Complete and, where the job has callbacks, the callbacks have run.
     pub ready: bool,
     pub has_callback: bool,
+    /// Read-ahead window of a lazy feeder: tasks whose place was freed
+    /// (consumed by the caller, or arrived where results are kept anyway).
+    pub released: u64,
+    pub release_on_arrival: bool,
 }
 
 impl JobProgress {
+    /// Room in the read-ahead window for another task.
+    pub fn has_room(&self, limit: u64) -> bool {
+        self.submitted.saturating_sub(self.released) < limit
+    }
+
     fn refresh(&mut self) -> bool {
         let was = self.complete;
         self.complete = self.input_closed && self.received >= self.submitted;
@@ -97,6 +106,9 @@ impl Job {
         self.progress.update(|p| {
             p.arrived.push_back(outcome);
             p.received += 1;
+            if p.release_on_arrival {
+                p.released += 1;
+            }
             p.refresh()
         })
     }
@@ -107,6 +119,9 @@ impl Job {
             p.submitted += 1;
             p.arrived.push_back(outcome);
             p.received += 1;
+            if p.release_on_arrival {
+                p.released += 1;
+            }
             p.refresh()
         })
     }

@@ -173,11 +173,30 @@ impl PyEngine {
             });
         }
         job.job.add_submitted(tasks.len() as u64);
-        self.send(Command::AddTasks {
+        let refused = self.engine.send(Command::AddTasks {
             job: Arc::clone(&job.job),
             tasks,
             close,
-        })
+        });
+        if let Err(Command::AddTasks { job, tasks, close }) = refused {
+            // The engine thread has ended: these tasks were counted, so they
+            // must get an outcome here, or the job would wait for ever.
+            for task in tasks {
+                job.deliver(TaskOutcome {
+                    index: task.index,
+                    status: ResultStatus::PoolBroken,
+                    payload: b"the pool stopped before this task was sent".to_vec(),
+                });
+            }
+            if close {
+                job.close_input();
+            }
+            if job.has_callback {
+                job.mark_ready(); // no service thread is left to run callbacks
+            }
+            return Err(EngineError::Stopped.into());
+        }
+        Ok(())
     }
 
     fn close(&self) -> PyResult<()> {
@@ -314,14 +333,32 @@ impl PyJob {
         }
     }
 
-    /// For lazy feeders: waits until fewer than `limit` tasks are in flight
-    /// (submitted, no outcome yet). Outcomes waiting to be taken do not count,
-    /// so `imap(...)` followed by `close(); join()` cannot deadlock.
+    /// For lazy feeders: waits until the job's read-ahead window has room
+    /// (fewer than `limit` tasks submitted and not yet released, see
+    /// `release`). Returns False when the feeder must stop instead: the job
+    /// was closed by the engine (the pool broke or was terminated).
     #[pyo3(signature = (limit, timeout=None))]
     fn wait_room(&self, py: Python<'_>, limit: u64, timeout: Option<f64>) -> PyResult<bool> {
         blocking_wait(py, &self.job.progress, timeout, |p| {
-            p.in_flight() < limit || p.complete
-        })
+            p.has_room(limit) || p.input_closed
+        })?;
+        let p = self.job.progress.lock();
+        Ok(!p.input_closed)
+    }
+
+    /// Frees `n` places in the read-ahead window (the consumer used them).
+    fn release(&self, n: u64) {
+        self.job.progress.update(|p| p.released += n);
+    }
+
+    /// From now on every arrived outcome frees its place at once (results
+    /// kept by the job, as `map_async`'s, or a pool that is closing: `join`
+    /// must not wait for a consumer).
+    fn release_on_arrival(&self) {
+        self.job.progress.update(|p| {
+            p.release_on_arrival = true;
+            p.released = p.released.max(p.received);
+        });
     }
 
     /// Records that task `index` failed in the parent before it could be sent

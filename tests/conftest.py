@@ -16,6 +16,7 @@ TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
+import _fault_helpers as fh  # noqa: E402
 import ferropool  # noqa: E402
 from _support import METHODS  # noqa: E402
 
@@ -54,3 +55,22 @@ def fpool():
     p = ferropool.Pool(2)
     yield p
     p.terminate()
+
+
+# ----- fault-injection tests (test_faults_*.py) ---------------------------
+
+
+@pytest.fixture
+def gpool():
+    """A 2-worker pool (default start method), terminated with a hang guard
+    (conftest's `fpool` would hang the session if terminate() hung)."""
+    pool = ferropool.Pool(2)
+    yield pool
+    fh.stop_guarded(pool)
+
+
+@pytest.fixture
+def tracker():
+    """Remembers every process started below the test; the test calls
+    `tracker.assert_clean()` once its pools are stopped."""
+    return fh.ProcessTracker()

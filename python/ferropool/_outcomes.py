@@ -39,14 +39,20 @@ def decode(status: int, payload: bytes) -> Decoded:
             err = RemoteTaskError(f"the task's result could not be unpickled in the parent: {e!r}")
             err.__cause__ = e
             return False, err
-    if status in (RAISED, ENCODING_ERROR):
+    if status == RAISED:
+        text = "<no description>"
+        try:
+            inner, text = pickle.loads(payload)
+            return False, pickle.loads(inner)
+        except Exception as e:
+            err = _remote_text_error(text)
+            err.args = (f"{err.args[0]} (the exception could not be unpickled here: {e!r})",)
+            return False, err
+    if status == ENCODING_ERROR:
         try:
             return False, pickle.loads(payload)
         except Exception as e:
-            err = RemoteTaskError(
-                f"the task raised an exception that could not be unpickled in the parent: {e!r}"
-            )
-            err.__cause__ = e
+            err = RemoteTaskError(f"the task's result could not be pickled, nor its error: {e!r}")
             return False, err
     text = payload.decode("utf-8", "replace")
     if status == RAISED_UNPICKLABLE:

@@ -168,6 +168,7 @@ class IMapIterator:
             if self._stopped:
                 raise StopIteration
             success, value = self._next_chunk(timeout)
+            self._job.release(1)  # its place in the read-ahead window is free
             if not success:
                 if self._chunked:
                     self._stopped = True  # as the stdlib's chunked imap: stop after an error

@@ -70,13 +70,29 @@ _dumps = _pickling.dumps
 _loads = pickle.loads
 
 
-def _dump_exception(exc: BaseException) -> tuple:
+def _describe(exc: BaseException) -> str:
+    """Type, message and traceback as text: what reaches the caller when the
+    exception itself cannot travel."""
     try:
-        return RAISED, _dumps(ExceptionWithTraceback(exc, exc.__traceback__))
+        message = str(exc)
     except Exception:
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        head = f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
-        return RAISED_UNPICKLABLE, f"{head}\n{text}".encode("utf-8", "replace")
+        message = "<message unavailable>"
+    head = f"{type(exc).__module__}.{type(exc).__qualname__}: {message}"
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return f"{head}\n{text}"
+
+
+def _dump_exception(exc: BaseException) -> tuple:
+    """(RAISED, pickled (pickled exception, text)) or, when the exception
+    cannot be pickled, (RAISED_UNPICKLABLE, text). The text lets the parent
+    report an exception it cannot unpickle (a class only the worker has, an
+    __init__ that unpickling cannot call)."""
+    text = _describe(exc)
+    try:
+        inner = _dumps(ExceptionWithTraceback(exc, exc.__traceback__))
+    except Exception:
+        return RAISED_UNPICKLABLE, text.encode("utf-8", "replace")
+    return RAISED, _dumps((inner, text))
 
 
 def run_task(mode: int, func: Callable[..., Any], payload: bytes) -> tuple:

@@ -12,6 +12,8 @@ handed to the engine at a time (the stdlib keeps ``max_workers + 1``).
 
 Differences from the stdlib, on purpose: a worker that dies fails only the
 future it was running, with ``WorkerLostError``, and the executor goes on;
+leaving the ``with`` block because of KeyboardInterrupt stops the workers
+instead of waiting for running work;
 ``max_tasks_per_child`` works with every start method (the stdlib refuses
 ``fork``) and does not change the default start method; ``terminate_workers``,
 ``kill_workers`` and ``map(buffersize=...)`` (Python 3.14's) exist on every
@@ -313,6 +315,13 @@ class ProcessPoolExecutor(Executor):
                 self._service.join()
             self._reap_helpers()
             _live_executors.discard(self)
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            # Ctrl-C: one press must be enough, so do not wait for running
+            # work (the stdlib does); cancel what waits, stop the workers.
+            self._force_shutdown(kill=False)
+        self.shutdown(wait=True)
 
     def terminate_workers(self) -> None:
         """Stops every worker with SIGTERM now (Python 3.14's API). Pending

@@ -88,6 +88,9 @@ class Pool:
         self._reap_helpers = started.reap
         self._cache: Dict[int, Any] = {}
         self._feeders: List[threading.Thread] = []
+        # imap iterators still reading input: their read-ahead bound is lifted
+        # at close(), since join() must not wait for someone to consume.
+        self._iterators: "weakref.WeakSet[IMapIterator]" = weakref.WeakSet()
         self._service = threading.Thread(
             target=_service_loop,
             args=(self._engine, self._cache),
@@ -130,6 +133,8 @@ class Pool:
         """No more work will be submitted; workers exit once it is done."""
         if self._state == RUN:
             self._state = CLOSE
+            for it in list(self._iterators):
+                it._job.release_on_arrival()
             self._engine.close()
 
     def terminate(self) -> None:
@@ -299,6 +304,7 @@ class Pool:
         limit = self._check_buffersize(buffersize)
         job = self._new_job(func, MAP, False)
         it = IMapIterator(self, job, ordered, chunked=chunksize > 1)
+        self._iterators.add(it)
         self._start_feeder(job, iterable, itertools.repeat(chunksize), limit, it)
         return it
 
@@ -313,6 +319,9 @@ class Pool:
         error_callback: Any,
     ) -> MapResult:
         job = self._new_job(func, mode, callback is not None or error_callback is not None)
+        # All results are kept until get(): a task's place in the read-ahead
+        # window is free as soon as its result is in.
+        job.release_on_arrival()
         result = MapResult(self, job, callback, error_callback)
         self._start_feeder(job, iterable, sizes, limit, result)
         return result
@@ -370,6 +379,8 @@ def _feed(
     index = 0
     first_item = 0
     try:
+        # wait_room is False once the engine closed the job (terminate, broken
+        # pool): stop reading, even an endless input.
         while job.wait_room(limit):
             try:
                 chunk = list(itertools.islice(items, next(sizes)))
@@ -385,7 +396,10 @@ def _feed(
                 local_errors[index] = e
                 job.add_local_error(index)
             else:
-                engine.add_tasks(job, index, [payload], False)
+                try:
+                    engine.add_tasks(job, index, [payload], False)
+                except ValueError:
+                    return  # the pool stopped; the job was failed there
             index += 1
             first_item += len(chunk)
     finally:
