@@ -90,7 +90,7 @@ class Pool:
         self._feeders: List[threading.Thread] = []
         # imap iterators still reading input: their read-ahead bound is lifted
         # at close(), since join() must not wait for someone to consume.
-        self._iterators: "weakref.WeakSet[IMapIterator]" = weakref.WeakSet()
+        self._iterators: weakref.WeakSet[IMapIterator] = weakref.WeakSet()
         self._service = threading.Thread(
             target=_service_loop,
             args=(self._engine, self._cache),
