@@ -14,8 +14,9 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
@@ -102,9 +103,71 @@ pub struct Shared {
     /// senders check it under the same lock, so no command is ever left
     /// unread in the channel.
     pub inbox_closed: Mutex<bool>,
+    /// The fork gate: the engine thread parks here, holding no lock, while
+    /// the process forks (see `pause_all`).
+    pub pause: Signal<PauseState>,
+    waker: UnixStream,
+}
+
+#[derive(Default)]
+pub struct PauseState {
+    pub requested: bool,
+    pub parked: bool,
+    /// The engine thread has ended: nobody to wait for.
+    pub gone: bool,
+}
+
+/// Every live engine of this process, for the fork gate.
+static ENGINES: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
+
+/// Parks every engine thread of the process (each waits on a condition
+/// variable, holding no lock) and returns them; `resume_all` lets them go.
+/// The Python side calls it around `os.fork()`, so no process is ever forked
+/// while an engine thread is doing anything.
+pub fn pause_all() -> Vec<Arc<Shared>> {
+    let engines: Vec<Arc<Shared>> = {
+        let mut all = lock(&ENGINES);
+        all.retain(|w| w.strong_count() > 0);
+        all.iter().filter_map(Weak::upgrade).collect()
+    };
+    for e in &engines {
+        e.pause.update(|p| p.requested = true);
+        e.wake();
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    for e in &engines {
+        e.pause.wait_until(deadline, |p| p.parked || p.gone);
+    }
+    engines
+}
+
+pub fn resume_all(engines: &[Arc<Shared>]) {
+    for e in engines {
+        e.pause.update(|p| p.requested = false);
+    }
 }
 
 impl Shared {
+    fn wake(&self) {
+        // Coalesce wake-ups: one byte in the socket is enough.
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            let _ = (&self.waker).write(&[1]);
+        }
+    }
+
+    /// Engine thread: if a fork is coming, wait here until it is done.
+    pub fn park_if_requested(&self) {
+        if !self.pause.lock().requested {
+            return;
+        }
+        self.pause.update(|p| p.parked = true);
+        while !self
+            .pause
+            .wait_for(Duration::from_secs(1), |p| !p.requested)
+        {}
+        self.pause.update(|p| p.parked = false);
+    }
+
     pub fn log(&self, level: log::Level, message: String) {
         self.service
             .update(|q| q.events.push_back(ServiceEvent::Log(level, message)));
@@ -114,12 +177,14 @@ impl Shared {
 pub struct Engine {
     pub shared: Arc<Shared>,
     inbox: Sender<Command>,
-    waker: UnixStream,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Engine {
     pub fn start(config: EngineConfig, launcher: Launcher) -> io::Result<Engine> {
+        let (waker, wake_rx) = UnixStream::pair()?;
+        waker.set_nonblocking(true)?;
+        wake_rx.set_nonblocking(true)?;
         let shared = Arc::new(Shared {
             status: Signal::new(PoolStatus {
                 phase: Phase::Running,
@@ -129,11 +194,11 @@ impl Engine {
             service: Signal::new(ServiceQueue::default()),
             wake_pending: AtomicBool::new(false),
             inbox_closed: Mutex::new(false),
+            pause: Signal::new(PauseState::default()),
+            waker,
         });
+        lock(&ENGINES).push(Arc::downgrade(&shared));
         let (inbox, commands): (Sender<Command>, Receiver<Command>) = unbounded();
-        let (waker, wake_rx) = UnixStream::pair()?;
-        waker.set_nonblocking(true)?;
-        wake_rx.set_nonblocking(true)?;
         let mut event_loop =
             EventLoop::new(config, launcher, Arc::clone(&shared), commands, wake_rx);
         let thread_shared = Arc::clone(&shared);
@@ -151,11 +216,11 @@ impl Engine {
                     });
                 }
                 thread_shared.service.update(|q| q.engine_done = true);
+                thread_shared.pause.update(|p| p.gone = true);
             })?;
         Ok(Engine {
             shared,
             inbox,
-            waker,
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -169,10 +234,7 @@ impl Engine {
         }
         self.inbox.send(command).map_err(|e| e.into_inner())?;
         drop(closed);
-        // Coalesce wake-ups: one byte in the socket is enough.
-        if !self.shared.wake_pending.swap(true, Ordering::AcqRel) {
-            let _ = (&self.waker).write(&[1]);
-        }
+        self.shared.wake();
         Ok(())
     }
 
@@ -192,4 +254,49 @@ impl Engine {
 
 pub(crate) fn clear_wake(shared: &Shared) {
     shared.wake_pending.store(false, Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fork_gate_parks_and_resumes_the_engine_thread() {
+        let config = EngineConfig {
+            processes: 1,
+            tasks_per_worker: None,
+            prefetch: 2,
+            first_worker_number: 1,
+            prepare: None,
+            setup: None,
+            boot_failure_limit: 3,
+            crash_limit: 10,
+            crash_window: Duration::from_secs(10),
+            task_timeout: None,
+        };
+        let launcher = Launcher::spawn(
+            vec!["/bin/sh".into(), "-c".into(), "sleep 5".into()],
+            Vec::new(),
+        )
+        .expect("launcher");
+        let engine = Engine::start(config, launcher).expect("engine");
+        let paused = pause_all();
+        let ours = paused
+            .iter()
+            .find(|e| Arc::ptr_eq(e, &engine.shared))
+            .expect("the engine is registered");
+        assert!(ours.pause.lock().parked, "the engine thread parked");
+        resume_all(&paused);
+        assert!(engine
+            .shared
+            .pause
+            .wait_for(Duration::from_secs(5), |p| !p.parked));
+        assert!(engine.send(Command::Terminate { kill: true }).is_ok());
+        assert!(engine
+            .shared
+            .status
+            .wait_for(Duration::from_secs(10), |s| s.phase == Phase::Finished));
+        engine.reap_thread();
+        assert!(engine.shared.pause.lock().gone);
+    }
 }

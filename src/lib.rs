@@ -36,6 +36,32 @@ fn set_parent_death_signal(signal: i32) -> PyResult<()> {
     Ok(())
 }
 
+/// The engine threads of this process, parked for a fork (see
+/// `engine::pause_all`); `resume()` lets them go.
+#[pyclass(module = "ferropool._native", name = "PausedEngines", frozen)]
+struct PausedEngines {
+    engines: std::sync::Mutex<Vec<std::sync::Arc<engine::Shared>>>,
+}
+
+#[pymethods]
+impl PausedEngines {
+    fn resume(&self) {
+        let engines = std::mem::take(&mut *sync::lock(&self.engines));
+        engine::resume_all(&engines);
+    }
+}
+
+/// Parks every engine thread of this process until `resume()`: call it
+/// right before `os.fork()` so no engine thread is running when the process
+/// is copied.
+#[pyfunction]
+fn pause_engines(py: Python<'_>) -> PausedEngines {
+    let engines = py.detach(engine::pause_all);
+    PausedEngines {
+        engines: std::sync::Mutex::new(engines),
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Forward the `log` crate to Python's `logging` (logger "ferropool").
@@ -46,6 +72,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py_engine::PyJob>()?;
     m.add_class::<py_worker::WorkerChannel>()?;
     m.add_function(wrap_pyfunction!(set_parent_death_signal, m)?)?;
+    m.add_function(wrap_pyfunction!(pause_engines, m)?)?;
+    m.add_class::<PausedEngines>()?;
     m.add("HEADER_LEN", protocol::HEADER_LEN)?;
     Ok(())
 }

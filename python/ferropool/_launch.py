@@ -188,7 +188,16 @@ def _start_forkserver(processes: int, setup: WorkerSetup, common: dict) -> Start
 def _start_fork(processes: int, setup: WorkerSetup, common: dict) -> Started:
     ours, theirs = socket.socketpair()
     util._flush_std_streams()
-    pid = os.fork()
+    # Other pools' engine threads are parked (holding no lock) while the
+    # process is copied: no process is forked while an engine thread runs.
+    paused = _native.pause_engines()
+    try:
+        pid = os.fork()
+    except BaseException:
+        paused.resume()
+        raise
+    if pid != 0:
+        paused.resume()
     if pid == 0:  # the zygote
         try:
             ours.close()

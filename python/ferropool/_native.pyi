@@ -2,7 +2,15 @@
 
 from typing import Any, Callable, List, Optional, Sequence, Tuple, final
 
-__all__ = ["Engine", "HEADER_LEN", "Job", "WorkerChannel", "set_parent_death_signal"]
+__all__ = [
+    "Engine",
+    "HEADER_LEN",
+    "Job",
+    "PausedEngines",
+    "WorkerChannel",
+    "pause_engines",
+    "set_parent_death_signal",
+]
 
 HEADER_LEN: int
 
@@ -67,3 +75,9 @@ class WorkerChannel:
     ) -> None: ...
 
 def set_parent_death_signal(signal: int) -> None: ...
+
+@final
+class PausedEngines:
+    def resume(self) -> None: ...
+
+def pause_engines() -> PausedEngines: ...

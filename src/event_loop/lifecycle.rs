@@ -330,6 +330,9 @@ impl EventLoop {
     pub(super) fn stop_all_workers(&mut self, signal: Signal) {
         for w in &mut self.workers {
             if let Some(pid) = w.pid.or_else(|| self.zygote_pids.get(&w.number).copied()) {
+                // Its process group too: a task's own children would keep
+                // the worker's socket open, and stay behind.
+                let _ = kill(Pid::from_raw(-pid), signal);
                 let _ = kill(Pid::from_raw(pid), signal);
             }
             // Idle workers see EOF and exit even if SIGTERM is ignored;
@@ -368,6 +371,7 @@ impl EventLoop {
             if Instant::now() >= deadline {
                 for w in &self.workers {
                     if let Some(pid) = w.pid {
+                        let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
                         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                     }
                 }

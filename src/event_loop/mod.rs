@@ -144,6 +144,7 @@ impl EventLoop {
         self.publish_status();
         while self.phase != Phase::Finished {
             let ready = self.wait_for_events();
+            self.shared.park_if_requested();
             self.drain_commands();
             self.read_zygote();
             for (idx, revents) in ready {
