@@ -155,10 +155,11 @@ class Pool:
 
     def _wait_stopped(self) -> None:
         self._engine.wait_finished()
-        me = threading.current_thread()
-        for t in [self._service, *self._feeders]:
-            if t is not me:
-                t.join()
+        if threading.current_thread() is not self._service:
+            self._service.join()
+        # Feeder threads are not joined: one may be inside a slow input
+        # generator; once the engine has ended, each stops at its next step
+        # (its job is closed) without reading further.
         self._feeders = [t for t in self._feeders if t.is_alive()]
         self._reap_helpers()
         _live_pools.discard(self)
