@@ -22,20 +22,7 @@ import time
 from typing import Any, Callable, List, Tuple
 
 import ferropool
-
-
-def burn(n: int) -> str:
-    """About 15 ms of pure-Python work, with a checkable result."""
-    h = hashlib.sha256(str(n).encode())
-    total = 0
-    for i in range(180_000):
-        total = (total * 31 + i * n) % 1_000_003
-    h.update(str(total).encode())
-    return h.hexdigest()[:12]
-
-
-def inc(x: int) -> int:
-    return x + 1
+from ferropool.bench.workloads import burn, inc
 
 
 def _cpu_bound(pool: Any) -> Tuple[str, int]:

@@ -57,6 +57,26 @@ struct Worker {
     timed_out: bool,
 }
 
+/// What one non-blocking read or write on a worker socket means.
+enum Step {
+    /// Progress, or interrupted: go on.
+    Again,
+    /// Nothing more for now.
+    Blocked,
+    /// End of file or an error: the worker is gone.
+    Closed,
+}
+
+fn socket_step(result: io::Result<usize>) -> Step {
+    match result {
+        Ok(0) => Step::Closed,
+        Ok(_) => Step::Again,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Step::Blocked,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Again,
+        Err(_) => Step::Closed,
+    }
+}
+
 impl Worker {
     fn has_output(&self) -> bool {
         !self.out.is_empty()
@@ -322,15 +342,10 @@ impl EventLoop {
     fn read_worker(&mut self, idx: usize) {
         loop {
             let w = &mut self.workers[idx];
-            match w.decoder.read_from(&mut w.sock) {
-                Ok(0) => {
-                    w.dead = true;
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
+            match socket_step(w.decoder.read_from(&mut w.sock)) {
+                Step::Again => continue,
+                Step::Blocked => break,
+                Step::Closed => {
                     w.dead = true;
                     break;
                 }
@@ -408,15 +423,10 @@ impl EventLoop {
     fn flush(&mut self, idx: usize) {
         let w = &mut self.workers[idx];
         while w.has_output() {
-            match w.out.write_to(&mut w.sock) {
-                Ok(0) => {
-                    w.dead = true;
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
+            match socket_step(w.out.write_to(&mut w.sock)) {
+                Step::Again => continue,
+                Step::Blocked => break,
+                Step::Closed => {
                     w.dead = true;
                     break;
                 }
