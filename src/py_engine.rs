@@ -272,6 +272,10 @@ pub struct PyJob {
 
 type Outcome = (u64, u8, Py<PyBytes>);
 
+fn to_python(py: Python<'_>, o: TaskOutcome) -> Outcome {
+    (o.index, o.status as u8, PyBytes::new(py, &o.payload).unbind())
+}
+
 #[pymethods]
 impl PyJob {
     #[getter]
@@ -302,35 +306,27 @@ impl PyJob {
         self.job
             .take_arrived()
             .into_iter()
-            .map(|o| {
-                (
-                    o.index,
-                    o.status as u8,
-                    PyBytes::new(py, &o.payload).unbind(),
-                )
-            })
+            .map(|o| to_python(py, o))
             .collect()
     }
 
-    /// Waits for the next outcome in arrival order. Returns None on timeout;
-    /// raises StopIteration once the job is complete and all were taken.
+    /// Waits for outcomes and takes every one that has arrived, in arrival
+    /// order (at least one). Returns None on timeout; raises StopIteration
+    /// once the job is complete and all were taken. One call per batch, not
+    /// per outcome: fewer GIL hand-overs while results stream in.
     #[pyo3(signature = (timeout=None))]
-    fn next_outcome(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Outcome>> {
+    fn next_outcomes(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Vec<Outcome>>> {
         let arrived = blocking_wait(py, &self.job.progress, timeout, |p| {
             !p.arrived.is_empty() || p.complete
         })?;
         if !arrived {
             return Ok(None);
         }
-        let next = self.job.progress.update(|p| p.arrived.pop_front());
-        match next {
-            Some(o) => Ok(Some((
-                o.index,
-                o.status as u8,
-                PyBytes::new(py, &o.payload).unbind(),
-            ))),
-            None => Err(PyStopIteration::new_err(())),
+        let batch = self.job.take_arrived();
+        if batch.is_empty() {
+            return Err(PyStopIteration::new_err(()));
         }
+        Ok(Some(batch.into_iter().map(|o| to_python(py, o)).collect()))
     }
 
     /// For lazy feeders: waits until the job's read-ahead window has room

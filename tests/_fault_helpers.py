@@ -338,7 +338,24 @@ class CountingRange:
 # ============================================================================
 
 # Process-wide helpers of the stdlib that outlive any one pool.
-SHARED_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+SHARED_HELPERS = (
+    "multiprocessing.resource_tracker",
+    "multiprocessing.forkserver",
+    "ferropool._forkserver",
+)
+
+
+def own_processes():
+    """Pids of this process's descendants, less the stdlib's shared helpers
+    (ferropool's fork server counts: it must go when this process goes)."""
+    pids = []
+    for p in psutil.Process().children(recursive=True):
+        cmd = _cmdline(p)
+        if cmd is not None and not any(
+            name in cmd for name in SHARED_HELPERS if name.startswith("multiprocessing")
+        ):
+            pids.append(p.pid)
+    return pids
 
 
 def _cmdline(proc):
@@ -350,26 +367,44 @@ def _cmdline(proc):
 
 def pool_workers(root=None):
     """The running worker processes of the pools below `root` (default: this
-    process): spawned workers are its children; fork and forkserver workers
-    are the children of the pool's zygote, itself a child. A worker's own
+    process): spawned workers are its children; fork workers are the children
+    of the pool's zygote, itself a child; forkserver workers are the children
+    of a zygote that is a child of ferropool's fork server. A worker's own
     children (started by a task) are not workers."""
     try:
         children = psutil.Process(root).children()
     except psutil.NoSuchProcess:
         return []
+    zygotes = []
     workers = []
     for child in children:
         cmd = _cmdline(child)
-        if cmd is None or any(name in cmd for name in SHARED_HELPERS):
+        if cmd is None:
             continue
-        if "spawn_main" in cmd:
-            workers.append(child)
-        else:  # a zygote
+        if "ferropool._forkserver" in cmd:  # the fork server: its children are zygotes
             try:
-                workers.extend(child.children())
+                zygotes.extend(child.children())
             except psutil.Error:
                 pass
+        elif any(name in cmd for name in SHARED_HELPERS):
+            continue
+        elif "spawn_main" in cmd:
+            workers.append(child)
+        else:
+            zygotes.append(child)
+    for zygote in zygotes:
+        try:
+            workers.extend(zygote.children())
+        except psutil.Error:
+            pass
     return still_running(workers)
+
+
+def _parent_pid(proc):
+    try:
+        return proc.ppid()
+    except psutil.Error:
+        return None
 
 
 def worker_pids(root=None):
@@ -490,8 +525,11 @@ class ProcessTracker:
             if p.pid not in self.baseline and p.pid not in self.seen:
                 cmd = _cmdline(p)
                 if cmd is not None and any(name in cmd for name in SHARED_HELPERS):
-                    self.baseline.add(p.pid)
-                    continue
+                    # Only the helper itself (a child of ours): what ferropool's
+                    # fork server forks (zygotes, workers) is tracked.
+                    if _parent_pid(p) == self.me.pid:
+                        self.baseline.add(p.pid)
+                        continue
                 self.seen[p.pid] = p
         return list(self.seen.values())
 

@@ -20,7 +20,11 @@ from _support import descendants, ferropool_threads, still_running, wait_gone
 
 # Process-wide helpers of the stdlib that outlive any one pool (and are
 # started by Lock/Value under spawn, or by the stdlib's own forkserver).
-SHARED_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+SHARED_HELPERS = (
+    "multiprocessing.resource_tracker",
+    "multiprocessing.forkserver",
+    "ferropool._forkserver",
+)
 
 
 def _is_shared_helper(proc):

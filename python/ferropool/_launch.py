@@ -6,8 +6,9 @@ process-wide default (``multiprocessing.set_start_method``). Then:
 * ``fork``: fork a zygote from the caller now, before this pool's engine
   thread exists; the zygote forks every worker, so workers are copies of the
   parent as it was when the pool was made (as with the stdlib).
-* ``forkserver``: start a fresh interpreter as the zygote; it prepares
-  ``__main__`` once (as the stdlib's fork server does) and forks workers.
+* ``forkserver``: ask the process's fork server (a fresh interpreter that
+  imported ``__main__`` once, started on first use, see ``_forkserver``) for
+  a zygote of this pool; that zygote forks the workers.
 * ``spawn``: the engine starts a fresh interpreter per worker and sends it the
   preparation data and the pickled setup.
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 import os
 import pickle
 import socket
-import struct
 import subprocess
 from dataclasses import dataclass
 from multiprocessing import context as mp_context
@@ -29,7 +29,7 @@ from multiprocessing import process, spawn, util
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, Callable, List, Optional
 
-from . import _native
+from . import _forkserver, _native
 from ._worker import InheritedFd, WorkerSetup, zygote_loop
 
 # A crash loop: this many unexpected worker deaths (per worker of the pool,
@@ -167,22 +167,16 @@ def _start_spawn(processes: int, setup: WorkerSetup, common: dict) -> Started:
 def _start_forkserver(processes: int, setup: WorkerSetup, common: dict) -> Started:
     fds = FdCollector()
     setup_bytes = fds.dumps(setup)
-    prepare = fds.dumps(spawn.get_preparation_data(setup.name_prefix))
-    ours, theirs = socket.socketpair()
-    with ours, theirs:
-        argv = _interpreter_argv(
-            f"from ferropool._worker import forkserver_main; forkserver_main({theirs.fileno()})"
-        )
-        zygote = subprocess.Popen(argv, pass_fds=[theirs.fileno(), *fds.fds])
-        blob = pickle.dumps((prepare, fds.fds, setup_bytes))
-        try:
-            ours.sendall(struct.pack("<Q", len(blob)) + blob)
-            engine = _native.Engine(processes, zygote_fd=ours.fileno(), **common)
-        except BaseException:
-            zygote.kill()
-            zygote.wait()
-            raise
-    return Started(engine, lambda: None if zygote.wait() else None)
+    prepare = spawn.get_preparation_data(setup.name_prefix)
+    pool_prepare = {k: v for k, v in prepare.items() if k in _forkserver.PER_POOL_KEYS}
+    ours, pid = _forkserver.start_zygote(
+        FdCollector().dumps(prepare), FdCollector().dumps(pool_prepare), setup_bytes, fds.fds
+    )
+    with ours:
+        engine = _native.Engine(processes, zygote_fd=ours.fileno(), **common)
+    # The zygote is the fork server's child (the server reaps it); the pool
+    # only waits for it to be gone.
+    return Started(engine, _forkserver.exit_waiter(pid))
 
 
 def _start_fork(processes: int, setup: WorkerSetup, common: dict) -> Started:

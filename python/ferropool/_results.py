@@ -4,11 +4,12 @@ unpickled in the thread that asks for them, once."""
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
 from multiprocessing import TimeoutError as MPTimeoutError
-from typing import Any, Dict, List, Optional
+from typing import Any, Deque, Dict, List, Optional
 
 from ._outcomes import LOCAL_ERROR, decode
 
@@ -113,12 +114,12 @@ class MapResult(ApplyResult):
             while self._outcome is None:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
-                    outcome = self._job.next_outcome(left)
+                    outcomes = self._job.next_outcomes(left)
                 except StopIteration:
                     return
-                if outcome is None:
+                if outcomes is None:
                     raise MPTimeoutError
-                self._absorb([outcome])
+                self._absorb(outcomes)
 
     def _absorb(self, outcomes: List[tuple]) -> None:
         for index, status, payload in outcomes:
@@ -148,6 +149,8 @@ class IMapIterator:
         self._ordered = ordered
         self._chunked = chunked
         self._pending: Dict[int, tuple] = {}
+        # Outcomes taken from the engine and not yet looked at (taken in batches).
+        self._arrived: Deque[tuple] = collections.deque()
         self._next_index = 0
         self._buffer: List[Any] = []
         self._stopped = False
@@ -186,13 +189,15 @@ class IMapIterator:
                 status, payload = self._pending.pop(self._next_index)
                 self._next_index += 1
                 return self._decode(self._next_index - 1, status, payload)
-            try:
-                outcome = self._job.next_outcome(timeout)
-            except StopIteration:
-                return self._finish()
-            if outcome is None:
-                raise MPTimeoutError
-            index, status, payload = outcome
+            if not self._arrived:
+                try:
+                    batch = self._job.next_outcomes(timeout)
+                except StopIteration:
+                    return self._finish()
+                if batch is None:
+                    raise MPTimeoutError
+                self._arrived.extend(batch)
+            index, status, payload = self._arrived.popleft()
             if not self._ordered:
                 self._next_index += 1
                 return self._decode(index, status, payload)

@@ -5,7 +5,7 @@ supplies the three small Python pieces the loop calls: load a function, run a
 task, report a function that failed to load.
 
     spawn:      spawn_main()      <- fresh interpreter, frames Prepare + Setup
-    forkserver: forkserver_main() <- fresh interpreter, boot blob, then zygote_loop
+    forkserver: _forkserver.serve() <- one per parent; forks a zygote per pool
     fork:       zygote_loop()     <- in a fork of the parent, made at Pool creation
     zygote_loop ──fork──▶ run_worker()
 """
@@ -291,32 +291,3 @@ def zygote_loop(ctl: socket.socket, setup: WorkerSetup, forked_from_parent: bool
             except ChildProcessError:
                 pass
         _finish(0)
-
-
-def forkserver_main(ctl_fd: int) -> None:
-    """Entry point of the forkserver zygote: a fresh interpreter that reads
-    its boot blob, imports `__main__` once, then forks workers."""
-    from multiprocessing import spawn
-
-    ctl = socket.socket(fileno=ctl_fd)
-    header = _recv_exact(ctl, 8)
-    blob = _recv_exact(ctl, struct.unpack("<Q", header)[0])
-    prepare_bytes, fds, setup_bytes = pickle.loads(blob)
-    process.current_process()._inheriting = True
-    try:
-        spawn.prepare(pickle.loads(prepare_bytes))
-        _inherited_fds[:] = fds
-        setup = pickle.loads(setup_bytes)
-    finally:
-        process.current_process()._inheriting = False
-    zygote_loop(ctl, setup, forked_from_parent=False)
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise EOFError("ferropool forkserver: the pool went away during start-up")
-        buf += chunk
-    return bytes(buf)

@@ -1,7 +1,7 @@
 """``ferropool.Pool``: the API of ``multiprocessing.Pool`` on the Rust engine.
 
     caller ── pickle func once, args per chunk ──▶ Engine.add_tasks ──▶ (Rust)
-    get()/next() ◀── unpickle ◀── Job.take()/next_outcome() ◀── (Rust)
+    get()/next() ◀── unpickle ◀── Job.take()/next_outcomes() ◀── (Rust)
     service thread ◀── jobs with callbacks, engine log lines ◀── (Rust)
 
 Results are unpickled in the thread that asks for them; callbacks run in the

@@ -17,22 +17,11 @@ import sys
 import time
 
 import ferropool
-import psutil
-from _fault_helpers import SHARED_HELPERS, sleep_then, square
+from _fault_helpers import own_processes, sleep_then, square
 
 LONG = 120  # seconds: far past the test's hang guard
 
 
-def pool_processes():
-    pids = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            cmd = " ".join(p.cmdline())
-        except psutil.Error:
-            continue
-        if not any(name in cmd for name in SHARED_HELPERS):
-            pids.append(p.pid)
-    return pids
 
 
 def block_pool(pool, blocker):
@@ -64,11 +53,12 @@ def block_executor(ex, blocker):
 
 
 def announce(method):
-    expected = 2 if method == "spawn" else 3  # the workers, and the zygote
+    # The workers, the zygote for fork and forkserver, and the fork server.
+    expected = {"spawn": 2, "fork": 3, "forkserver": 4}[method]
     deadline = time.monotonic() + 20
-    while len(pool_processes()) < expected and time.monotonic() < deadline:
+    while len(own_processes()) < expected and time.monotonic() < deadline:
         time.sleep(0.02)
-    print(json.dumps(pool_processes()), flush=True)
+    print(json.dumps(own_processes()), flush=True)
     print("blocking", flush=True)
 
 

@@ -13,21 +13,7 @@ import sys
 import time
 
 import ferropool
-import psutil
-from _fault_helpers import SHARED_HELPERS, sleep_then, square
-
-
-def pool_processes():
-    """This process's descendants, less the stdlib's shared helpers."""
-    pids = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            cmd = " ".join(p.cmdline())
-        except psutil.Error:
-            continue
-        if not any(name in cmd for name in SHARED_HELPERS):
-            pids.append(p.pid)
-    return pids
+from _fault_helpers import own_processes, sleep_then, square
 
 
 def main():
@@ -43,14 +29,14 @@ def main():
         assert list(runner.map(square, range(8))) == [i * i for i in range(8)]
         if state == "busy":
             futures = [runner.submit(sleep_then, 60) for _ in range(4)]  # noqa: F841
-    # Two workers, and the zygote for fork and forkserver.
-    expected = 2 if method == "spawn" else 3
+    # Two workers, the zygote for fork and forkserver, and the fork server.
+    expected = {"spawn": 2, "fork": 3, "forkserver": 4}[method]
     deadline = time.monotonic() + 20
-    while len(pool_processes()) < expected and time.monotonic() < deadline:
+    while len(own_processes()) < expected and time.monotonic() < deadline:
         time.sleep(0.02)
     if state == "busy":
         time.sleep(0.3)  # the tasks are running
-    print(json.dumps(pool_processes()), flush=True)
+    print(json.dumps(own_processes()), flush=True)
     sys.stdin.readline()
     if death == "os_exit":
         os._exit(1)  # no atexit handlers, no finalizers
