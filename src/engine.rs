@@ -58,6 +58,8 @@ pub enum Command {
         tasks: Vec<Task>,
         close: bool,
     },
+    /// Cancel the job's tasks not yet sent to a worker (and any added later).
+    CancelQueued { job: JobId },
     /// Finish all work, then stop the workers.
     Close,
     /// Stop the workers now (SIGTERM, or SIGKILL if `kill`); unfinished work fails.
@@ -99,6 +101,11 @@ pub struct Shared {
     pub status: Signal<PoolStatus>,
     pub service: Signal<ServiceQueue>,
     wake_pending: AtomicBool,
+    /// The engine thread is (about to be) blocked in `poll`: only then does a
+    /// command need the wake-up byte. Set before its last look at the
+    /// command channel, read after a command is queued (both SeqCst), so a
+    /// command is either seen by that look or followed by the byte.
+    pub(crate) asleep: AtomicBool,
     /// Set (under this lock) when the engine thread stops reading commands;
     /// senders check it under the same lock, so no command is ever left
     /// unread in the channel.
@@ -193,6 +200,7 @@ impl Engine {
             }),
             service: Signal::new(ServiceQueue::default()),
             wake_pending: AtomicBool::new(false),
+            asleep: AtomicBool::new(false),
             inbox_closed: Mutex::new(false),
             pause: Signal::new(PauseState::default()),
             waker,
@@ -234,7 +242,9 @@ impl Engine {
         }
         self.inbox.send(command).map_err(|e| e.into_inner())?;
         drop(closed);
-        self.shared.wake();
+        if self.shared.asleep.load(Ordering::SeqCst) {
+            self.shared.wake();
+        }
         Ok(())
     }
 

@@ -44,12 +44,15 @@ pub struct JobProgress {
     /// (consumed by the caller, or arrived where results are kept anyway).
     pub released: u64,
     pub release_on_arrival: bool,
+    /// The job takes no more input (its consumer gave up, or the executor
+    /// shut down): its feeder stops reading.
+    pub feeding_stopped: bool,
 }
 
 impl JobProgress {
-    /// Room in the read-ahead window for another task.
-    pub fn has_room(&self, limit: u64) -> bool {
-        self.submitted.saturating_sub(self.released) < limit
+    /// Free places in the read-ahead window of `limit` tasks.
+    pub fn room(&self, limit: u64) -> u64 {
+        limit.saturating_sub(self.submitted.saturating_sub(self.released))
     }
 
     fn refresh(&mut self) -> bool {

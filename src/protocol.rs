@@ -111,6 +111,8 @@ pub enum ResultStatus {
     /// Made by the Python side: the task never left the parent (its input
     /// raised, or it could not be pickled); the exception stays there.
     LocalError = 7,
+    /// Engine-made: the task was cancelled before it was sent to a worker.
+    Cancelled = 8,
 }
 
 impl ResultStatus {
@@ -124,6 +126,7 @@ impl ResultStatus {
             5 => ResultStatus::PoolBroken,
             6 => ResultStatus::TimedOut,
             7 => ResultStatus::LocalError,
+            8 => ResultStatus::Cancelled,
             _ => return None,
         })
     }

@@ -199,6 +199,14 @@ impl PyEngine {
         Ok(())
     }
 
+    /// Cancels the job's tasks not yet sent to a worker, and any added later
+    /// (each gets a `Cancelled` outcome); its feeder stops at its next look.
+    fn cancel_queued(&self, job: &PyJob) -> PyResult<()> {
+        job.job.progress.update(|p| p.feeding_stopped = true);
+        self.send(Command::CancelQueued { job: job.job.id })
+            .or(Ok(()))
+    }
+
     fn close(&self) -> PyResult<()> {
         self.send(Command::Close).or(Ok(()))
     }
@@ -265,7 +273,7 @@ impl PyEngine {
 }
 
 /// The Python-side handle of one job's outcomes.
-#[pyclass(module = "ferropool._native", name = "Job", frozen)]
+#[pyclass(module = "ferropool._native", name = "Job", frozen, weakref)]
 pub struct PyJob {
     job: Arc<Job>,
 }
@@ -273,7 +281,11 @@ pub struct PyJob {
 type Outcome = (u64, u8, Py<PyBytes>);
 
 fn to_python(py: Python<'_>, o: TaskOutcome) -> Outcome {
-    (o.index, o.status as u8, PyBytes::new(py, &o.payload).unbind())
+    (
+        o.index,
+        o.status as u8,
+        PyBytes::new(py, &o.payload).unbind(),
+    )
 }
 
 #[pymethods]
@@ -315,7 +327,11 @@ impl PyJob {
     /// once the job is complete and all were taken. One call per batch, not
     /// per outcome: fewer GIL hand-overs while results stream in.
     #[pyo3(signature = (timeout=None))]
-    fn next_outcomes(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Vec<Outcome>>> {
+    fn next_outcomes(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<Vec<Outcome>>> {
         let arrived = blocking_wait(py, &self.job.progress, timeout, |p| {
             !p.arrived.is_empty() || p.complete
         })?;
@@ -329,17 +345,34 @@ impl PyJob {
         Ok(Some(batch.into_iter().map(|o| to_python(py, o)).collect()))
     }
 
-    /// For lazy feeders: waits until the job's read-ahead window has room
-    /// (fewer than `limit` tasks submitted and not yet released, see
-    /// `release`). Returns False when the feeder must stop instead: the job
-    /// was closed by the engine (the pool broke or was terminated).
-    #[pyo3(signature = (limit, timeout=None))]
-    fn wait_room(&self, py: Python<'_>, limit: u64, timeout: Option<f64>) -> PyResult<bool> {
+    /// For lazy feeders: waits until the job's read-ahead window (at most
+    /// `limit` tasks submitted and not yet released, see `release`) has at
+    /// least `min_room` free places, and returns how many it has. Returns 0
+    /// when the feeder must stop instead: the job was closed by the engine
+    /// (the pool broke or was terminated), or the wait timed out.
+    #[pyo3(signature = (limit, min_room=1, timeout=None))]
+    fn wait_room(
+        &self,
+        py: Python<'_>,
+        limit: u64,
+        min_room: u64,
+        timeout: Option<f64>,
+    ) -> PyResult<u64> {
+        let min_room = min_room.clamp(1, limit.max(1));
         blocking_wait(py, &self.job.progress, timeout, |p| {
-            p.has_room(limit) || p.input_closed
+            p.room(limit) >= min_room || p.input_closed || p.feeding_stopped
         })?;
         let p = self.job.progress.lock();
-        Ok(!p.input_closed)
+        Ok(if p.input_closed || p.feeding_stopped {
+            0
+        } else {
+            p.room(limit)
+        })
+    }
+
+    /// Its feeder reads no more input (it stops at its next look).
+    fn stop_feeding(&self) {
+        self.job.progress.update(|p| p.feeding_stopped = true);
     }
 
     /// Frees `n` places in the read-ahead window (the consumer used them).

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 
 use pyo3::prelude::*;
@@ -61,7 +61,10 @@ impl WorkerChannel {
             self.flush(py)?;
             let (sock, decoder) = (&mut self.sock, &mut self.decoder);
             let n = py
-                .detach(|| decoder.read_from(sock))
+                .detach(|| {
+                    wait_readable_spinning(sock);
+                    decoder.read_from(sock)
+                })
                 .map_err(disconnected_or)?;
             if n == 0 {
                 return Err(EngineError::Disconnected);
@@ -95,6 +98,29 @@ impl WorkerChannel {
 
     fn queue(&mut self, kind: Kind, flags: u8, job: u64, index: u64, payload: &[u8]) {
         protocol::encode_into(&mut self.out, kind, flags, job, index, payload);
+    }
+}
+
+/// How long a worker with nothing to do looks for its next frame before it
+/// sleeps in `read`: the next task of a short-task stream usually comes
+/// sooner than a sleeping process on an idle (virtual) CPU can be woken.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(60);
+
+/// Returns once `sock` has input or `SPIN` has passed, yielding the CPU
+/// between zero-timeout polls.
+fn wait_readable_spinning(sock: &UnixStream) {
+    let end = std::time::Instant::now() + SPIN;
+    let mut fd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd, zero timeout.
+        if unsafe { libc::poll(&mut fd, 1, 0) } != 0 || std::time::Instant::now() >= end {
+            return;
+        }
+        std::thread::yield_now();
     }
 }
 

@@ -45,6 +45,8 @@ struct JobEntry {
     /// Tasks of this job queued or in flight.
     outstanding: u64,
     input_closed: bool,
+    /// Tasks of this job are cancelled instead of queued.
+    cancelled: bool,
 }
 
 /// The scheduler's view of one worker.
@@ -86,6 +88,14 @@ pub struct Delivered {
     pub notify_service: bool,
 }
 
+fn cancelled(index: u64) -> TaskOutcome {
+    TaskOutcome {
+        index,
+        status: ResultStatus::Cancelled,
+        payload: Vec::new(),
+    }
+}
+
 pub struct Scheduler {
     queue: VecDeque<Task>,
     jobs: HashMap<JobId, JobEntry>,
@@ -113,6 +123,7 @@ impl Scheduler {
                 func: Arc::new(func),
                 outstanding: 0,
                 input_closed: false,
+                cancelled: false,
             },
         );
     }
@@ -121,6 +132,12 @@ impl Scheduler {
     /// `PoolBroken` outcome by the caller; here it is simply refused.
     pub fn add_task(&mut self, task: Task) -> bool {
         match self.jobs.get_mut(&task.job) {
+            Some(entry) if entry.cancelled => {
+                entry.outstanding += 1;
+                let d = self.deliver(task.job, cancelled(task.index));
+                debug_assert!(!d.job_finished, "the input is still open");
+                true
+            }
             Some(entry) => {
                 entry.outstanding += 1;
                 self.queue.push_back(task);
@@ -128,6 +145,31 @@ impl Scheduler {
             }
             None => false,
         }
+    }
+
+    /// Cancels every task of `job` not yet sent to a worker, and any added
+    /// later: each gets a `Cancelled` outcome. Tasks already sent still run.
+    pub fn cancel_queued(&mut self, job: JobId) -> Delivered {
+        let Some(entry) = self.jobs.get_mut(&job) else {
+            return Delivered::default();
+        };
+        entry.cancelled = true;
+        let mut indices = Vec::new();
+        self.queue.retain(|t| {
+            let ours = t.job == job;
+            if ours {
+                indices.push(t.index);
+            }
+            !ours
+        });
+        let mut all = Delivered::default();
+        for index in indices {
+            let d = self.deliver(job, cancelled(index));
+            all.job_complete |= d.job_complete;
+            all.job_finished |= d.job_finished;
+            all.notify_service |= d.notify_service;
+        }
+        all
     }
 
     /// No more tasks for `job`. Returns whether the job is finished.
@@ -442,6 +484,39 @@ mod tests {
         assert!(d.job_complete && d.job_finished);
         assert!(job.progress.lock().ready);
         assert!(!s.has_jobs());
+    }
+
+    #[test]
+    fn cancel_queued_cancels_unsent_and_later_tasks_only() {
+        let (mut s, job) = setup(3);
+        let mut a = (WorkerSlot::new(None), Outbox::new());
+        s.fill([(&mut a.0, &mut a.1)].into_iter());
+        assert_eq!(a.0.inflight.len(), 1, "task 0 was sent");
+        let d = s.cancel_queued(1);
+        assert!(!d.job_finished, "task 0 still runs and the input is open");
+        assert_eq!(s.queued(), 0);
+        job.add_submitted(1);
+        assert!(s.add_task(Task {
+            job: 1,
+            index: 3,
+            payload: Arc::new(vec![3]),
+            sent_at: None,
+        }));
+        assert_eq!(s.queued(), 0, "a task added later is cancelled too");
+        s.close_job_input(1);
+        let d = s.complete(&mut a.0, ok(0), 1);
+        assert!(d.job_complete && d.job_finished);
+        let p = job.progress.lock();
+        let statuses: Vec<_> = p.arrived.iter().map(|o| (o.index, o.status)).collect();
+        assert_eq!(
+            statuses,
+            vec![
+                (1, ResultStatus::Cancelled),
+                (2, ResultStatus::Cancelled),
+                (3, ResultStatus::Cancelled),
+                (0, ResultStatus::Ok)
+            ]
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! guards stays consistent because every critical section is a few plain
 //! assignments.
 
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -55,6 +55,26 @@ impl<T> Signal<T> {
                 Ok((g, _)) => g,
                 Err(poisoned) => poisoned.into_inner().0,
             };
+        }
+    }
+
+    /// Looks at the state, yielding the CPU in between, until `done(state)`
+    /// holds (true) or `until` passes (false). Never sleeps: for waits that
+    /// are usually short.
+    pub fn spin_until(&self, until: Instant, mut done: impl FnMut(&mut T) -> bool) -> bool {
+        loop {
+            std::thread::yield_now();
+            let looked = match self.state.try_lock() {
+                Ok(mut guard) => Some(done(&mut guard)),
+                Err(TryLockError::Poisoned(p)) => Some(done(&mut p.into_inner())),
+                Err(TryLockError::WouldBlock) => None, // being updated: look again
+            };
+            if looked == Some(true) {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
         }
     }
 

@@ -18,6 +18,7 @@ from _exec_helpers import (
     die_on,
     failing_initializer,
     greeting,
+    mark_then_sleep,
     mul,
     pid_of_worker,
     return_a_lock,
@@ -181,6 +182,50 @@ def test_map_without_buffersize_submits_everything_like_the_stdlib(fexecutor):
     results = fexecutor.map(cube, source)
     assert source.taken == 50
     assert list(results)[-1] == 49**3
+
+
+def test_map_stopped_early_cancels_the_chunks_not_yet_sent(fexecutor, tmp_path):
+    results = fexecutor.map(mark_then_sleep, [str(tmp_path)] * 100, range(100))
+    assert [next(results), next(results)] == [0, 1]
+    results.close()  # the consumer gives up: unsent chunks are cancelled
+    fexecutor.shutdown(wait=True)
+    ran = len(list(tmp_path.iterdir()))
+    # The two consumed, and at most a few sent to the workers meanwhile.
+    assert 2 <= ran <= 12, f"{ran} of 100 tasks ran after the consumer stopped at 2"
+
+
+def test_shutdown_cancel_futures_cancels_the_unsent_chunks_of_a_map(tmp_path):
+    ex = ProcessPoolExecutor(2)
+    results = ex.map(mark_then_sleep, [str(tmp_path)] * 60, range(60))
+    assert next(results) == 0
+    ex.shutdown(wait=True, cancel_futures=True)
+    got = []
+    with pytest.raises(cf.CancelledError):
+        for value in results:
+            got.append(value)
+    assert got == list(range(1, 1 + len(got))), "results before the cancelled chunk, in order"
+    assert len(list(tmp_path.iterdir())) < 60
+
+
+def test_lazy_map_ends_with_the_stdlib_error_after_shutdown():
+    ex = ProcessPoolExecutor(2)
+    source = ReadCounter(1000)
+    results = ex.map(cube, source, buffersize=2)
+    assert next(results) == 0
+    ex.shutdown(wait=True)  # must not wait for the rest of the input
+    got = []
+    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+        for value in results:
+            got.append(value)
+    assert got == [i**3 for i in range(1, 1 + len(got))]
+    assert source.taken < 10
+
+
+def test_map_of_an_unpicklable_function_fails_at_the_first_result(fexecutor):
+    results = fexecutor.map(lambda x: x, [1, 2])
+    with pytest.raises(Exception, match="lambda"):
+        next(results)
+    assert fexecutor.submit(square, 3).result(timeout=30) == 9
 
 
 def test_initializer_and_initargs(method):

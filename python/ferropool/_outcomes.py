@@ -5,6 +5,7 @@ this is the one place where they become Python exceptions."""
 from __future__ import annotations
 
 import pickle
+from concurrent.futures import CancelledError
 from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
 from typing import Any, Tuple
 
@@ -18,6 +19,7 @@ WORKER_LOST = 4
 POOL_BROKEN = 5
 TIMED_OUT = 6
 LOCAL_ERROR = 7  # the exception stays with the Python handle (see pool.IMapIterator)
+CANCELLED = 8  # cancelled before it was sent to a worker
 
 Decoded = Tuple[bool, Any]
 
@@ -63,6 +65,8 @@ def decode(status: int, payload: bytes) -> Decoded:
         return False, BrokenProcessPool(text)
     if status == TIMED_OUT:
         return False, TaskTimeoutError(text)
+    if status == CANCELLED:
+        return False, CancelledError()
     return False, RuntimeError(f"unknown task status {status}: {text}")
 
 

@@ -143,7 +143,9 @@ class MapResult(ApplyResult):
 class IMapIterator:
     """The iterator ``imap`` and ``imap_unordered`` return."""
 
-    def __init__(self, pool: Any, job: Any, ordered: bool, chunked: bool) -> None:
+    def __init__(
+        self, pool: Any, job: Any, ordered: bool, chunked: bool, release_every: int = 1
+    ) -> None:
         self._pool: Optional[Any] = pool
         self._job = job
         self._ordered = ordered
@@ -154,6 +156,11 @@ class IMapIterator:
         self._next_index = 0
         self._buffer: List[Any] = []
         self._stopped = False
+        # Chunks consumed whose place in the read-ahead window is not given
+        # back yet: given back `release_every` at a time (the feeder only
+        # wakes for that much room), and always before waiting for more.
+        self._unreleased = 0
+        self._release_every = release_every
         # Exceptions of tasks that never left the parent, by index (see pool._feed).
         self._local_errors: Dict[int, BaseException] = {}
         self._lock = threading.Lock()
@@ -166,22 +173,28 @@ class IMapIterator:
 
     def next(self, timeout: Optional[float] = None) -> Any:
         with self._lock:
-            if self._buffer:
-                return self._buffer.pop()
-            if self._stopped:
-                raise StopIteration
-            success, value = self._next_chunk(timeout)
-            self._job.release(1)  # its place in the read-ahead window is free
-            if not success:
-                if self._chunked:
-                    self._stopped = True  # as the stdlib's chunked imap: stop after an error
-                raise value
-            values = list(value)
-            values.reverse()
-            self._buffer = values
-            if not self._buffer:
-                return self.next(timeout)
-            return self._buffer.pop()
+            while True:
+                if self._buffer:
+                    return self._buffer.pop()
+                if self._stopped:
+                    raise StopIteration
+                success, value = self._next_chunk(timeout)
+                self._unreleased += 1  # its place in the read-ahead window is free
+                if self._unreleased >= self._release_every:
+                    self._release()
+                if not success:
+                    if self._chunked:
+                        self._stopped = True  # as the stdlib's chunked imap: stop after an error
+                    raise value
+                if len(value) == 1:
+                    return value[0]
+                value.reverse()
+                self._buffer = value
+
+    def _release(self) -> None:
+        if self._unreleased:
+            self._job.release(self._unreleased)
+            self._unreleased = 0
 
     def _next_chunk(self, timeout: Optional[float]) -> tuple:
         while True:
@@ -190,6 +203,7 @@ class IMapIterator:
                 self._next_index += 1
                 return self._decode(self._next_index - 1, status, payload)
             if not self._arrived:
+                self._release()  # before waiting: the feeder may need that room
                 try:
                     batch = self._job.next_outcomes(timeout)
                 except StopIteration:

@@ -30,21 +30,22 @@ import threading
 import time
 import weakref
 from concurrent.futures import Executor, Future
-from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional
+from concurrent.futures import TimeoutError as FuturesTimeoutError
+from multiprocessing import TimeoutError as MPTimeoutError
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, Optional
 
 from . import _launch
 from ._errors import BrokenProcessPool
+from ._feeding import feed, feed_all, feeder_min_room
 from ._outcomes import POOL_BROKEN, decode
 from ._pickling import dumps_call, dumps_function
+from ._results import IMapIterator
 
 __all__ = ["ProcessPoolExecutor"]
 
-APPLY = 0
+APPLY, STARMAP = 0, 2
 # Tasks handed to the engine per worker; the rest wait, cancellable, in Python.
 IN_FLIGHT_PER_WORKER = 2
-# For map()'s own futures, which callers do not cancel one by one: deeper, so
-# short tasks keep the workers busy.
-MAP_IN_FLIGHT_PER_WORKER = 8
 # Functions with a stream of their own at once; the least recently used
 # stream is closed when another function needs one.
 MAX_STREAMS = 16
@@ -52,19 +53,13 @@ MAX_STREAMS = 16
 _live_executors: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
 
 
-def _process_chunk(fn: Callable[..., Any], chunk: List[tuple]) -> List[Any]:
-    """Runs one chunk of ``map`` in a worker."""
-    return [fn(*args) for args in chunk]
-
-
 class _WorkItem:
-    __slots__ = ("future", "fn", "payload", "from_map")
+    __slots__ = ("future", "fn", "payload")
 
-    def __init__(self, future: Future, fn: Callable[..., Any], payload: bytes, from_map: bool):
+    def __init__(self, future: Future, fn: Callable[..., Any], payload: bytes):
         self.future = future
         self.fn = fn
         self.payload = payload
-        self.from_map = from_map
 
 
 class _Stream:
@@ -116,7 +111,8 @@ class ProcessPoolExecutor(Executor):
         self._pending: Deque[_WorkItem] = collections.deque()
         self._in_flight = 0
         self._in_flight_limit = max_workers * IN_FLIGHT_PER_WORKER
-        self._map_in_flight_limit = max_workers * MAP_IN_FLIGHT_PER_WORKER
+        # Jobs of map() calls whose results are still being read.
+        self._map_jobs: weakref.WeakSet[Any] = weakref.WeakSet()
         # Streams by id(fn), most recently used last; and by engine job id.
         self._streams: collections.OrderedDict[int, _Stream] = collections.OrderedDict()
         self._by_job: Dict[int, _Stream] = {}
@@ -147,19 +143,13 @@ class ProcessPoolExecutor(Executor):
     # ----- submitting ----------------------------------------------------
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        return self._submit(fn, args, kwargs, from_map=False)
-
-    def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict, from_map: bool) -> Future:
         if not callable(fn):
             raise TypeError(f"'{type(fn).__name__}' object is not callable")
         with self._lock:
-            if self._broken is not None:
-                raise BrokenProcessPool(self._broken)
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._check_open()
             future: Future = Future()
             try:
-                item = _WorkItem(future, fn, dumps_call(args, kwargs), from_map)
+                item = _WorkItem(future, fn, dumps_call(args, kwargs))
             except Exception as e:
                 # As the stdlib: an argument that cannot be pickled fails its
                 # own future; the executor carries on.
@@ -168,6 +158,12 @@ class ProcessPoolExecutor(Executor):
             self._pending.append(item)
             self._dispatch()
         return future
+
+    def _check_open(self) -> None:
+        if self._broken is not None:
+            raise BrokenProcessPool(self._broken)
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
 
     def _stream_for(self, fn: Callable[..., Any]) -> _Stream:
         """The stream of `fn`, made on first use (lock held)."""
@@ -197,10 +193,7 @@ class ProcessPoolExecutor(Executor):
     def _dispatch(self) -> None:
         """Hands pending work to the engine while there is room (lock held)."""
         while self._pending:
-            limit = (
-                self._map_in_flight_limit if self._pending[0].from_map else self._in_flight_limit
-            )
-            if self._in_flight >= limit:
+            if self._in_flight >= self._in_flight_limit:
                 break
             item = self._pending.popleft()
             if not item.future.set_running_or_notify_cancel():
@@ -275,27 +268,49 @@ class ProcessPoolExecutor(Executor):
 
         ``buffersize`` (Python 3.14's) bounds how many chunks are submitted
         ahead of the one being yielded, so the input is read lazily; with
-        None every chunk is submitted at once, as in the stdlib."""
+        None every chunk is submitted at once, as in the stdlib.
+
+        All chunks of one call go through one engine job (``fn`` is pickled
+        once, not per chunk, and no future is made per chunk); chunks not yet
+        sent to a worker are cancelled when the caller stops reading the
+        results, or at ``shutdown(cancel_futures=True)``."""
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         if buffersize is not None:
-            if not isinstance(buffersize, int):
+            if isinstance(buffersize, bool) or not isinstance(buffersize, int):
                 raise TypeError("buffersize must be an integer or None")
             if buffersize < 1:
                 raise ValueError("buffersize must be None or > 0")
         end_time = None if timeout is None else timeout + time.monotonic()
-        chunks = _batched(zip(*iterables), chunksize)
-
-        def submit(fn: Callable[..., Any], *args: Any) -> Future:
-            return self._submit(fn, args, {}, from_map=True)
-
+        with self._lock:
+            self._check_open()
+            try:
+                func = dumps_function(fn)
+            except Exception as e:
+                # As the stdlib: every chunk fails with it, at the first result.
+                return _raise_first(e)
+            job = self._engine.new_job(func, STARMAP, False)
+            self._map_jobs.add(job)
+        items = zip(*iterables)
+        results = IMapIterator(None, job, ordered=True, chunked=True)
         if buffersize is None:
-            futures = collections.deque(submit(_process_chunk, fn, c) for c in chunks)
+            feed_all(self._engine, job, items, chunksize, results._local_errors)
         else:
-            futures = collections.deque(
-                submit(_process_chunk, fn, c) for c in itertools.islice(chunks, buffersize)
-            )
-        return _results_in_order(futures, end_time, chunks if buffersize else None, fn, submit)
+            results._release_every = feeder_min_room(buffersize)
+            threading.Thread(
+                target=feed,
+                args=(self._engine, job, items, itertools.repeat(chunksize), buffersize),
+                kwargs=dict(local_errors=results._local_errors, on_stopped=self._map_input_cut),
+                name="ferropool-feeder",
+                daemon=True,
+            ).start()
+        return _results_in_order(self._engine, job, results, end_time)
+
+    def _map_input_cut(self, fail: Callable[[BaseException], None]) -> None:
+        """A lazy map's feeder stopped before the end of its input: after a
+        shutdown, the results end with the stdlib's error for a submit."""
+        if self._shutdown:
+            fail(RuntimeError("cannot schedule new futures after shutdown"))
 
     # ----- stopping ------------------------------------------------------
 
@@ -308,6 +323,13 @@ class ProcessPoolExecutor(Executor):
                 for item in self._pending:
                     item.future.cancel()
                 self._pending.clear()
+            for job in list(self._map_jobs):
+                # Lazy maps read no more input; with cancel_futures, chunks
+                # not yet sent to a worker are cancelled too.
+                if cancel_futures:
+                    self._engine.cancel_queued(job)
+                else:
+                    job.stop_feeding()
             self._dispatch()
         if wait:
             self._engine.wait_finished()
@@ -370,35 +392,32 @@ def _serve_outcomes(engine: Any, executor: ProcessPoolExecutor, on_engine_done: 
     on_engine_done()
 
 
-def _batched(items: Iterator[tuple], size: int) -> Iterator[List[tuple]]:
-    while True:
-        chunk = list(itertools.islice(items, size))
-        if not chunk:
-            return
-        yield chunk
+def _raise_first(error: BaseException) -> Iterator[Any]:
+    raise error
+    yield  # a generator: the error comes at the first result, as in the stdlib
 
 
 def _results_in_order(
-    futures: Deque[Future],
-    end_time: Optional[float],
-    more_chunks: Optional[Iterator[List[tuple]]],
-    fn: Callable[..., Any],
-    submit: Callable[..., Future],
+    engine: Any, job: Any, results: IMapIterator, end_time: Optional[float]
 ) -> Iterator[Any]:
-    """Yields each chunk's results in order; submits one more chunk per chunk
-    consumed when buffered; cancels what is left if the consumer stops early
+    """Yields a map's results in order; a chunk's error is raised at its
+    position. Chunks not yet sent are cancelled if the consumer stops early
     or a result times out."""
+    finished = False
     try:
-        while futures:
-            future = futures.popleft()
-            if end_time is None:
-                chunk = future.result()
-            else:
-                chunk = future.result(end_time - time.monotonic())
-            if more_chunks is not None:
-                for c in itertools.islice(more_chunks, 1):
-                    futures.append(submit(_process_chunk, fn, c))
-            yield from chunk
+        while True:
+            timeout = None if end_time is None else max(0.0, end_time - time.monotonic())
+            try:
+                value = results.next(timeout)
+            except StopIteration:
+                finished = True
+                return
+            except MPTimeoutError:
+                raise FuturesTimeoutError() from None
+            yield value
     finally:
-        for future in futures:
-            future.cancel()
+        if not finished:
+            try:
+                engine.cancel_queued(job)
+            except ValueError:
+                pass  # the engine has stopped: nothing is queued any more

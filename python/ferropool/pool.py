@@ -20,6 +20,7 @@ import weakref
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Union
 
 from . import _launch
+from ._feeding import feed, feeder_min_room
 from ._pickling import dumps_call, dumps_chunk, dumps_function
 from ._results import ApplyResult, AsyncResult, IMapIterator, MapResult
 
@@ -32,6 +33,10 @@ APPLY, MAP, STARMAP = 0, 1, 2
 CHUNKS_IN_FLIGHT_PER_WORKER = 8
 # Lazy map_async over input without a length: chunks grow 1, 2, 4, ... to this.
 LAZY_MAP_MAX_CHUNK = 256
+# A sized map hands its pickled chunks to the engine in batches: the first of
+# this many per worker, then twice as many each time, up to MAX_BATCH.
+FIRST_BATCH_PER_WORKER = 2
+MAX_BATCH = 1024
 
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 
@@ -257,15 +262,36 @@ class Pool:
         if length == 0:
             # As the stdlib: an empty map is ready at once and calls no callback.
             callback = error_callback = None
-        items = iter(iterable)
-        payloads = [
-            dumps_chunk(list(itertools.islice(items, chunksize)), start)
-            for start in range(0, length, chunksize or 1)
-        ]
         job = self._new_job(func, mode, callback is not None or error_callback is not None)
         result = MapResult(self, job, callback, error_callback)
-        self._engine.add_tasks(job, 0, payloads, True)
+        try:
+            self._submit_chunks(job, iter(iterable), length, chunksize or 1)
+        except BaseException:
+            # A chunk could not be pickled: the call fails now; chunks already
+            # sent run, and nobody hears of them (no callback either).
+            self._cache.pop(job.id, None)
+            try:
+                self._engine.add_tasks(job, 0, [], True)
+            except ValueError:
+                pass  # the pool stopped meanwhile: the job was failed there
+            raise
         return result
+
+    def _submit_chunks(self, job: Any, items: Iterator[Any], length: int, chunksize: int) -> None:
+        """Pickles a sized input chunk by chunk and hands the chunks to the
+        engine in growing batches, so the workers start on the first chunks
+        while the rest are still being pickled."""
+        batch_size = FIRST_BATCH_PER_WORKER * self._processes
+        payloads: List[bytes] = []
+        sent = 0
+        for start in range(0, length, chunksize):
+            payloads.append(dumps_chunk(list(itertools.islice(items, chunksize)), start))
+            if len(payloads) >= batch_size and start + chunksize < length:
+                self._engine.add_tasks(job, sent, payloads, False)
+                sent += len(payloads)
+                payloads = []
+                batch_size = min(batch_size * 2, MAX_BATCH)
+        self._engine.add_tasks(job, sent, payloads, True)
 
     def imap(
         self,
@@ -304,7 +330,7 @@ class Pool:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         limit = self._check_buffersize(buffersize)
         job = self._new_job(func, MAP, False)
-        it = IMapIterator(self, job, ordered, chunked=chunksize > 1)
+        it = IMapIterator(self, job, ordered, chunksize > 1, feeder_min_room(limit))
         self._iterators.add(it)
         self._start_feeder(job, iterable, itertools.repeat(chunksize), limit, it)
         return it
@@ -336,7 +362,7 @@ class Pool:
         result: Union[MapResult, IMapIterator],
     ) -> None:
         feeder = threading.Thread(
-            target=_feed,
+            target=feed,
             args=(self._engine, job, iter(iterable), sizes, limit, result._local_errors),
             name="ferropool-feeder",
             daemon=True,
@@ -361,53 +387,6 @@ def _terminate_forgotten_pools() -> None:
             pool.terminate()
         except Exception:
             pass
-
-
-def _feed(
-    engine: Any,
-    job: Any,
-    items: Iterator[Any],
-    sizes: Iterator[int],
-    limit: int,
-    local_errors: Dict[int, BaseException],
-) -> None:
-    """Reads a lazy map's input: at most `limit` chunks in flight.
-
-    As in the stdlib, a chunk that cannot be pickled fails at its own position
-    and the rest go on; an exception from the input fails the next position
-    and ends the input. Such failures never reach a worker: the exception
-    stays in `local_errors` and the job gets a placeholder outcome."""
-    index = 0
-    first_item = 0
-    try:
-        # wait_room is False once the engine closed the job (terminate, broken
-        # pool): stop reading, even an endless input.
-        while job.wait_room(limit):
-            try:
-                chunk = list(itertools.islice(items, next(sizes)))
-            except Exception as e:
-                local_errors[index] = e
-                job.add_local_error(index)
-                break
-            if not chunk:
-                break
-            try:
-                payload = dumps_chunk(chunk, first_item)
-            except Exception as e:
-                local_errors[index] = e
-                job.add_local_error(index)
-            else:
-                try:
-                    engine.add_tasks(job, index, [payload], False)
-                except ValueError:
-                    return  # the pool stopped; the job was failed there
-            index += 1
-            first_item += len(chunk)
-    finally:
-        try:
-            engine.add_tasks(job, index, [], True)
-        except Exception:
-            pass  # the pool stopped: the job was already failed
 
 
 def _service_loop(

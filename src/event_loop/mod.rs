@@ -15,6 +15,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::Child;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,6 +75,47 @@ fn socket_step(result: io::Result<usize>) -> Step {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Step::Blocked,
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Again,
         Err(_) => Step::Closed,
+    }
+}
+
+/// How long the engine thread looks for events without sleeping before it
+/// blocks in `poll`: waking a thread asleep on an idle (virtual) CPU takes
+/// tens of microseconds, more than the next event of a busy pool usually
+/// takes to come.
+const SPIN: Duration = Duration::from_micros(60);
+
+impl EventLoop {
+    /// `poll(2)`, but first a short spin of zero-timeout polls and looks at
+    /// the command channel (yielding the CPU in between), unless the wait is
+    /// already a short timed one. Commands queued while the engine thread is
+    /// awake need no wake-up byte (see `Shared::asleep`).
+    fn poll_spinning_first(&self, fds: &mut [libc::pollfd], timeout_ms: i32) -> i32 {
+        let do_poll = |fds: &mut [libc::pollfd], ms: i32| {
+            // SAFETY: `fds` is a valid, exclusively borrowed array of pollfd.
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) }
+        };
+        if !(0..=1).contains(&timeout_ms) {
+            let end = Instant::now() + SPIN;
+            loop {
+                let n = do_poll(fds, 0);
+                if n != 0 || !self.commands.is_empty() {
+                    return n;
+                }
+                if Instant::now() >= end {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
+        let asleep = &self.shared.asleep;
+        asleep.store(true, Ordering::SeqCst);
+        let n = if self.commands.is_empty() {
+            do_poll(fds, timeout_ms)
+        } else {
+            0
+        };
+        asleep.store(false, Ordering::SeqCst);
+        n
     }
 }
 
@@ -232,8 +274,7 @@ impl EventLoop {
                 timeout_ms.min(ms)
             };
         }
-        // SAFETY: `fds` is a valid, exclusively borrowed array of pollfd.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        let n = self.poll_spinning_first(&mut fds, timeout_ms);
         if n <= 0 {
             return Vec::new();
         }
@@ -296,6 +337,10 @@ impl EventLoop {
                         self.notify_service(job.id);
                     }
                 }
+            }
+            Command::CancelQueued { job } => {
+                let d = self.scheduler.cancel_queued(job);
+                self.after_delivery(job, d);
             }
             Command::Close => {
                 if self.phase == Phase::Running {
