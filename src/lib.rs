@@ -2,19 +2,23 @@
 //! Python module; see each module's header for its part of the data flow.
 //!
 //! Engine (plain Rust, covered by `cargo test`): `protocol` (frames),
+//! `buffers` (recycled buffers for large frames),
 //! `jobs` (per-job outcomes), `outbox` (pending output, large payloads
 //! not copied), `scheduler` (who runs what), `supervisor`
 //! (starting and reaping workers), `event_loop` (the engine thread), `engine`
 //! (its handle), `sync` (lock helpers).
 //! Python bindings: `py_engine` (Engine, Job), `py_worker` (the worker loop),
+//! `py_buffer` (large payloads lent to Python without a copy),
 //! `wait` (the one blocking wait), `errors` (the one error conversion).
 
+pub mod buffers;
 pub mod engine;
 pub mod errors;
 pub mod event_loop;
 pub mod jobs;
 pub mod outbox;
 pub mod protocol;
+pub mod py_buffer;
 pub mod py_engine;
 pub mod py_worker;
 pub mod scheduler;
@@ -70,6 +74,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let _ = pyo3_log::Logger::new(m.py(), pyo3_log::Caching::Loggers)?.install();
     m.add_class::<py_engine::PyEngine>()?;
     m.add_class::<py_engine::PyJob>()?;
+    m.add_class::<py_buffer::LargePayload>()?;
     m.add_class::<py_worker::WorkerChannel>()?;
     m.add_function(wrap_pyfunction!(set_parent_death_signal, m)?)?;
     m.add_function(wrap_pyfunction!(pause_engines, m)?)?;

@@ -206,7 +206,7 @@ pub struct FrameHeader {
 const MIN_READ: usize = 64 * 1024;
 /// Payloads this large are read into a buffer of their own and handed out
 /// without a copy.
-const LARGE_FRAME: usize = 1 << 20;
+pub const LARGE_FRAME: usize = 1 << 20;
 
 /// A large frame being received into its own buffer.
 struct LargeFrame {
@@ -274,8 +274,8 @@ impl FrameDecoder {
         }
         let body = self.start + HEADER_LEN;
         let have = (self.end - body).min(plen);
-        // Zeroed allocation of this size is fresh mmap: no memset is paid.
-        let mut data = vec![0u8; plen];
+        // A recycled buffer when one is kept: its pages are in place already.
+        let mut data = crate::buffers::take(plen);
         data[..have].copy_from_slice(&self.buf[body..body + have]);
         self.start = body + have;
         self.large = Some(LargeFrame {
@@ -341,6 +341,12 @@ impl FrameDecoder {
     }
 
     /// The next complete frame, its payload borrowed from the buffer.
+    /// The payload of the large frame `next_frame_ref` handed out last, to
+    /// keep (an empty vector if the last frame was not a large one).
+    pub fn take_handed_out(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.handed_out)
+    }
+
     pub fn next_frame_ref(&mut self) -> Result<Option<(FrameHeader, &[u8])>, ProtocolError> {
         self.begin_large()?;
         if self.large.is_some() {

@@ -16,6 +16,7 @@ use crate::engine::{Command, Engine, EngineConfig, Phase, ServiceEvent};
 use crate::errors::EngineError;
 use crate::jobs::{Job, TaskOutcome};
 use crate::protocol::{CallMode, ResultStatus};
+use crate::py_buffer::{LargePayload, LEND_ABOVE};
 use crate::scheduler::Task;
 use crate::supervisor::Launcher;
 use crate::wait::blocking_wait;
@@ -278,14 +279,16 @@ pub struct PyJob {
     job: Arc<Job>,
 }
 
-type Outcome = (u64, u8, Py<PyBytes>);
+/// (index, status, payload): `bytes`, or a `LargePayload` for a large result.
+type Outcome = (u64, u8, Py<PyAny>);
 
-fn to_python(py: Python<'_>, o: TaskOutcome) -> Outcome {
-    (
-        o.index,
-        o.status as u8,
-        PyBytes::new(py, &o.payload).unbind(),
-    )
+fn to_python(py: Python<'_>, o: TaskOutcome) -> PyResult<Outcome> {
+    let payload = if o.status == ResultStatus::Ok && o.payload.len() >= LEND_ABOVE {
+        Py::new(py, LargePayload::new(o.payload))?.into_any()
+    } else {
+        PyBytes::new(py, &o.payload).into_any().unbind()
+    };
+    Ok((o.index, o.status as u8, payload))
 }
 
 #[pymethods]
@@ -314,7 +317,7 @@ impl PyJob {
     }
 
     /// Takes every outcome that has arrived: (index, status, payload).
-    fn take(&self, py: Python<'_>) -> Vec<Outcome> {
+    fn take(&self, py: Python<'_>) -> PyResult<Vec<Outcome>> {
         self.job
             .take_arrived()
             .into_iter()
@@ -342,7 +345,8 @@ impl PyJob {
         if batch.is_empty() {
             return Err(PyStopIteration::new_err(()));
         }
-        Ok(Some(batch.into_iter().map(|o| to_python(py, o)).collect()))
+        let outcomes = batch.into_iter().map(|o| to_python(py, o));
+        Ok(Some(outcomes.collect::<PyResult<Vec<_>>>()?))
     }
 
     /// For lazy feeders: waits until the job's read-ahead window (at most

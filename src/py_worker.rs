@@ -18,6 +18,7 @@ use pyo3::types::PyBytes;
 
 use crate::errors::EngineError;
 use crate::protocol::{self, FrameDecoder, FrameHeader, Kind};
+use crate::py_buffer::{recycle_unless_lent, with_lent_view, LEND_ABOVE};
 
 #[pyclass(module = "ferropool._native", name = "WorkerChannel")]
 pub struct WorkerChannel {
@@ -49,14 +50,17 @@ impl WorkerChannel {
 
     /// The next frame: from what an earlier read already brought in (the
     /// engine sends several tasks at once), or from one read that may bring
-    /// several.
+    /// several. A large payload comes as its own buffer, to be lent.
     fn next_frame<'py>(
         &mut self,
         py: Python<'py>,
-    ) -> Result<(FrameHeader, Bound<'py, PyBytes>), EngineError> {
+    ) -> Result<(FrameHeader, FramePayload<'py>), EngineError> {
         loop {
             if let Some((header, payload)) = self.decoder.next_frame_ref()? {
-                return Ok((header, PyBytes::new(py, payload)));
+                if payload.len() < LEND_ABOVE {
+                    return Ok((header, FramePayload::Bytes(PyBytes::new(py, payload))));
+                }
+                return Ok((header, FramePayload::Large(self.decoder.take_handed_out())));
             }
             self.flush(py)?;
             let (sock, decoder) = (&mut self.sock, &mut self.decoder);
@@ -124,6 +128,38 @@ fn wait_readable_spinning(sock: &UnixStream) {
     }
 }
 
+/// A frame's payload in the worker: small ones are copied into `bytes`,
+/// large ones are lent to the call that unpickles them (see `py_buffer`).
+enum FramePayload<'py> {
+    Bytes(Bound<'py, PyBytes>),
+    Large(Vec<u8>),
+}
+
+impl<'py> FramePayload<'py> {
+    fn into_bytes(self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        match self {
+            FramePayload::Bytes(b) => b,
+            FramePayload::Large(data) => PyBytes::new(py, &data),
+        }
+    }
+
+    /// `f(payload)`, lending a large payload without a copy.
+    fn call(
+        self,
+        py: Python<'py>,
+        f: impl FnOnce(&Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            FramePayload::Bytes(b) => f(b.as_any()),
+            FramePayload::Large(data) => {
+                let (result, released) = with_lent_view(py, &data, f)?;
+                recycle_unless_lent(data, released);
+                result
+            }
+        }
+    }
+}
+
 /// Resident set size of this process, from /proc/self/statm.
 fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
@@ -154,7 +190,13 @@ impl WorkerChannel {
     /// Reads one frame (for the start-up exchange): (kind, flags, job, index, payload).
     fn recv<'py>(&mut self, py: Python<'py>) -> PyResult<(u8, u8, u64, u64, Bound<'py, PyBytes>)> {
         let (h, payload) = self.next_frame(py)?;
-        Ok((h.kind as u8, h.flags, h.job, h.index, payload))
+        Ok((
+            h.kind as u8,
+            h.flags,
+            h.job,
+            h.index,
+            payload.into_bytes(py),
+        ))
     }
 
     fn send_ready(&mut self, py: Python<'_>, pid: u64) -> PyResult<()> {
@@ -202,12 +244,14 @@ impl WorkerChannel {
             let (header, payload) = self.next_frame(py)?;
             match header.kind {
                 Kind::Func => {
-                    let func = load.call1((payload,)).map(Bound::unbind);
+                    let func = load.call1((payload.into_bytes(py),)).map(Bound::unbind);
                     funcs.insert(header.job, (header.flags, func));
                 }
                 Kind::Task => {
                     let outcome = match funcs.get(&header.job) {
-                        Some((mode, Ok(func))) => run.call1((*mode, func.bind(py), payload))?,
+                        Some((mode, Ok(func))) => {
+                            payload.call(py, |p| run.call1((*mode, func.bind(py), p)))?
+                        }
                         Some((_, Err(err))) => {
                             load_failed.call1((err.clone_ref(py).into_value(py),))?
                         }

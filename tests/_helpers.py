@@ -146,3 +146,7 @@ def lock_if_two(x):
     if x == 2:
         return threading.Lock()
     return x
+
+
+def divide_len_by_zero(data):
+    return len(data) / 0

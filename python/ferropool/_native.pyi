@@ -1,11 +1,12 @@
 """Type stubs for ferropool's Rust extension (src/py_engine.rs, src/py_worker.rs)."""
 
-from typing import Any, Callable, List, Optional, Sequence, Tuple, final
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union, final
 
 __all__ = [
     "Engine",
     "HEADER_LEN",
     "Job",
+    "LargePayload",
     "PausedEngines",
     "WorkerChannel",
     "pause_engines",
@@ -14,7 +15,13 @@ __all__ = [
 
 HEADER_LEN: int
 
-_Outcome = Tuple[int, int, bytes]
+@final
+class LargePayload:
+    def load_with(self, loads: Callable[[memoryview], Any]) -> Any: ...
+    def to_bytes(self) -> bytes: ...
+    def __len__(self) -> int: ...
+
+_Outcome = Tuple[int, int, Union[bytes, LargePayload]]
 
 @final
 class Engine:

@@ -32,11 +32,13 @@ def _remote_text_error(text: str) -> RemoteTaskError:
     return err
 
 
-def decode(status: int, payload: bytes) -> Decoded:
+def decode(status: int, payload: Any) -> Decoded:
     """Returns (True, value) or (False, exception)."""
     if status == OK:
         try:
-            return True, pickle.loads(payload)
+            if type(payload) is bytes:
+                return True, pickle.loads(payload)
+            return True, payload.load_with(pickle.loads)  # a large one, lent without a copy
         except Exception as e:
             err = RemoteTaskError(f"the task's result could not be unpickled in the parent: {e!r}")
             err.__cause__ = e

@@ -16,12 +16,16 @@ import threading
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+# Protocol 5 (Python 3.8+) on both sides of every pool: large buffers
+# (numpy arrays, bytearray) are written in one piece, not copied first.
+PROTOCOL = 5
+
 
 class _Pickler(pickle.Pickler):
-    """Pickles exactly as ``ForkingPickler`` (same reducers: copyreg's and the
-    ones multiprocessing registers for connections, sockets, ...), without
-    copying its dispatch table for every object pickled: the merged table is
-    built once and rebuilt only when either source changes size."""
+    """Pickles as ``ForkingPickler`` (same reducers: copyreg's and the ones
+    multiprocessing registers for connections, sockets, ...), without copying
+    its dispatch table for every object pickled: the merged table is built
+    once and rebuilt only when either source changes size."""
 
     _table: Dict[Any, Any] = {}
     _sizes: Tuple[int, int] = (-1, -1)
@@ -43,7 +47,7 @@ class _Reusable(threading.local):
 
     def __init__(self) -> None:
         self.buf = io.BytesIO()
-        self.pickler = _Pickler(self.buf)
+        self.pickler = _Pickler(self.buf, PROTOCOL)
         self.table: Dict[Any, Any] = {}
         self.busy = False
 
@@ -74,13 +78,13 @@ def _is_plain(obj: Any, depth: int = 2) -> bool:
 
 
 def dumps(obj: Any) -> bytes:
-    """Pickles as ``ForkingPickler.dumps`` does (same protocol, same reducers)."""
+    """Pickles as ``ForkingPickler.dumps`` does (same reducers; protocol 5)."""
     if _is_plain(obj):
-        return pickle.dumps(obj, pickle.DEFAULT_PROTOCOL)
+        return pickle.dumps(obj, PROTOCOL)
     r = _reusable
     if r.busy:  # a reducer pickling something itself: use a fresh pickler
         buf = io.BytesIO()
-        pickler = _Pickler(buf)
+        pickler = _Pickler(buf, PROTOCOL)
         pickler.dispatch_table = _Pickler.table()
         pickler.dump(obj)
         return buf.getvalue()
