@@ -22,9 +22,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 from ._pickling import dumps_chunk
 
 # feed_all hands chunks over in batches: the first of this many, then twice
-# as many each time (the workers start while the rest is read), up to MAX_BATCH.
+# as many each time (the workers start while the rest is read), up to
+# MAX_BATCH; a batch also goes once it holds BATCH_BYTES.
 FIRST_BATCH = 4
 MAX_BATCH = 1024
+BATCH_BYTES = 64 * 1024
 
 
 def feeder_min_room(limit: int) -> int:
@@ -126,6 +128,7 @@ def feed_all(
     reader = _Reader(job, items, local_errors)
     batch: List[bytes] = []
     batch_start = 0
+    batch_bytes = 0
     batch_size = FIRST_BATCH
     try:
         while not reader.exhausted:
@@ -135,13 +138,16 @@ def feed_all(
                 if not batch:
                     batch_start = start
                 batch.append(payload)
+                batch_bytes += len(payload)
             # A failure in between breaks the run of indices: send what came before.
-            if batch and (payload is None or len(batch) >= batch_size):
+            full = len(batch) >= batch_size or batch_bytes >= BATCH_BYTES
+            if batch and (payload is None or full):
                 try:
                     engine.add_tasks(job, batch_start, batch, False)
                 except ValueError:
                     return  # the pool stopped; these tasks were failed there
                 batch = []
+                batch_bytes = 0
                 batch_size = min(batch_size * 2, MAX_BATCH)
     finally:
         try:

@@ -37,6 +37,8 @@ LAZY_MAP_MAX_CHUNK = 256
 # this many per worker, then twice as many each time, up to MAX_BATCH.
 FIRST_BATCH_PER_WORKER = 2
 MAX_BATCH = 1024
+# ... or as soon as the batch holds this many bytes (large chunks go at once).
+BATCH_BYTES = 64 * 1024
 
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 
@@ -283,13 +285,17 @@ class Pool:
         while the rest are still being pickled."""
         batch_size = FIRST_BATCH_PER_WORKER * self._processes
         payloads: List[bytes] = []
+        batch_bytes = 0
         sent = 0
         for start in range(0, length, chunksize):
             payloads.append(dumps_chunk(list(itertools.islice(items, chunksize)), start))
-            if len(payloads) >= batch_size and start + chunksize < length:
+            batch_bytes += len(payloads[-1])
+            full = len(payloads) >= batch_size or batch_bytes >= BATCH_BYTES
+            if full and start + chunksize < length:
                 self._engine.add_tasks(job, sent, payloads, False)
                 sent += len(payloads)
                 payloads = []
+                batch_bytes = 0
                 batch_size = min(batch_size * 2, MAX_BATCH)
         self._engine.add_tasks(job, sent, payloads, True)
 
