@@ -5,6 +5,7 @@ unpickled in the thread that asks for them, once."""
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import threading
 import time
@@ -133,11 +134,11 @@ class MapResult(ApplyResult):
         self._absorb(outcomes)
         if self._failure is not None:
             return False, self._failure
-        values: List[Any] = []
-        for index in sorted(self._chunks):
-            values.extend(self._chunks[index])
-        self._chunks = {}
-        return True, values
+        chunks, self._chunks = self._chunks, {}
+        # Chunks are numbered 0, 1, ... with none missing once all are in.
+        return True, list(
+            itertools.chain.from_iterable(map(chunks.__getitem__, range(len(chunks))))
+        )
 
 
 class IMapIterator:
