@@ -186,7 +186,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 def serve(fd: int) -> None:
     """Entry point of the fork server: prepares ``__main__`` once, then forks a
     zygote for every request until the parent goes away."""
-    from ._worker import _finish
+    from ._worker import _finish, drain
 
     # No parent-death signal here: it would follow the parent *thread* that
     # started the server; the server exits on EOF from the parent instead.
@@ -212,7 +212,7 @@ def serve(fd: int) -> None:
             except InterruptedError:
                 continue
             if wake_r in readable:
-                _drain(wake_r)
+                drain(wake_r)
                 _reap_zygotes()
             if sock in readable:
                 blob, fds = _recv_blob(sock)
@@ -223,14 +223,6 @@ def serve(fd: int) -> None:
     except (OSError, EOFError):
         pass
     _finish(0)
-
-
-def _drain(sock: socket.socket) -> None:
-    try:
-        while sock.recv(4096):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def _reap_zygotes() -> None:

@@ -212,6 +212,15 @@ def spawn_main() -> None:
 # ----- zygote (fork and forkserver) ----------------------------------------
 
 
+def drain(sock: socket.socket) -> None:
+    """Empties a non-blocking signal wake-up socket."""
+    try:
+        while sock.recv(4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
 def zygote_loop(ctl: socket.socket, setup: WorkerSetup, forked_from_parent: bool) -> None:
     """Forks a worker for every request on `ctl` and reports starts and
     exits. Never returns: the process exits when the pool closes `ctl`."""
@@ -245,11 +254,7 @@ def zygote_loop(ctl: socket.socket, setup: WorkerSetup, forked_from_parent: bool
             except InterruptedError:
                 continue
             if wake_r in readable:
-                try:
-                    while wake_r.recv(4096):
-                        pass
-                except BlockingIOError:
-                    pass
+                drain(wake_r)
                 reap()
             if ctl not in readable:
                 continue
