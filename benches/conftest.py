@@ -49,9 +49,7 @@ def _config(config: Any) -> Config:
         if wanted:
             impls = [i for i in impls if i in wanted.split(",")]
         config._ferropool_bench_impls = impls
-        config._ferropool_bench_rows = select_rows(
-            rows(cfg), config.getoption("--bench-workloads")
-        )
+        config._ferropool_bench_rows = select_rows(rows(cfg), config.getoption("--bench-workloads"))
     return cfg
 
 

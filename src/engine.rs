@@ -64,6 +64,9 @@ pub enum Command {
     Close,
     /// Stop the workers now (SIGTERM, or SIGKILL if `kill`); unfinished work fails.
     Terminate { kill: bool },
+    /// `fork`: the service thread forked worker `number` (pid `None`: the
+    /// fork failed; the worker's socket is closed, so it counts as dead).
+    WorkerForked { number: u64, pid: Option<i32> },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +90,8 @@ pub enum ServiceEvent {
     /// A job with callbacks has all its outcomes.
     JobComplete(JobId),
     Log(log::Level, String),
+    /// `fork`: fork worker `number` on this socket (the worker's end).
+    ForkWorker(u64, std::os::fd::OwnedFd),
 }
 
 #[derive(Default)]

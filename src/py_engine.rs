@@ -3,7 +3,7 @@
 //! every wait and hand bytes across; all logic lives in the engine modules.
 
 use std::ffi::OsString;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -58,11 +58,15 @@ fn phase_name(phase: Phase) -> &'static str {
 #[pymethods]
 impl PyEngine {
     /// Starts the engine thread and the first workers. Exactly one of
-    /// `spawn_argv` (spawn a fresh interpreter per worker) and `zygote_fd`
-    /// (ask a zygote to fork them) is given. Fds passed in are duplicated;
-    /// the caller keeps its own.
+    /// `spawn_argv` (spawn a fresh interpreter per worker), `zygote_fd` (ask
+    /// a zygote to fork them) and `fork_workers` (the caller forks them: the
+    /// first ones already, given by `first_worker_fds`/`_pids`, later ones
+    /// when `service_next` asks) is given. Fds passed in are duplicated; the
+    /// caller keeps its own.
     #[new]
     #[pyo3(signature = (processes, *, spawn_argv=None, inherited_fds=Vec::new(), zygote_fd=None,
+                        fork_workers=false, first_worker_fds=Vec::new(),
+                        first_worker_pids=Vec::new(),
                         prepare=None, setup=None, tasks_per_worker=None, prefetch=8,
                         first_worker_number=1, boot_failure_limit=3, task_timeout=None,
                         crash_limit=10, crash_window=10.0))]
@@ -72,6 +76,9 @@ impl PyEngine {
         spawn_argv: Option<Vec<OsString>>,
         inherited_fds: Vec<RawFd>,
         zygote_fd: Option<RawFd>,
+        fork_workers: bool,
+        first_worker_fds: Vec<RawFd>,
+        first_worker_pids: Vec<i32>,
         prepare: Option<Vec<u8>>,
         setup: Option<Vec<u8>>,
         tasks_per_worker: Option<u64>,
@@ -87,6 +94,11 @@ impl PyEngine {
                 "Number of processes must be at least 1",
             ));
         }
+        if fork_workers && (spawn_argv.is_some() || zygote_fd.is_some()) {
+            return Err(PyValueError::new_err(
+                "give exactly one of spawn_argv, zygote_fd and fork_workers",
+            ));
+        }
         let launcher = match (spawn_argv, zygote_fd) {
             (Some(argv), None) => {
                 let fds = inherited_fds
@@ -96,9 +108,25 @@ impl PyEngine {
                 Launcher::spawn(argv, fds).map_err(EngineError::Io)?
             }
             (None, Some(fd)) => Launcher::zygote(dup_fd(fd)?).map_err(EngineError::Io)?,
+            (None, None) if fork_workers => {
+                // The first workers, forked by the caller before this engine
+                // started, in number order; any others are asked for.
+                if first_worker_pids.len() != first_worker_fds.len() {
+                    return Err(PyValueError::new_err(
+                        "first_worker_pids must match first_worker_fds",
+                    ));
+                }
+                let started = first_worker_fds
+                    .into_iter()
+                    .zip(first_worker_pids)
+                    .zip(first_worker_number..)
+                    .map(|((fd, pid), number)| Ok((number, dup_fd(fd)?, pid)))
+                    .collect::<PyResult<Vec<_>>>()?;
+                Launcher::caller(started).map_err(EngineError::Io)?
+            }
             _ => {
                 return Err(PyValueError::new_err(
-                    "give exactly one of spawn_argv and zygote_fd",
+                    "give exactly one of spawn_argv, zygote_fd and fork_workers",
                 ))
             }
         };
@@ -237,11 +265,16 @@ impl PyEngine {
     }
 
     /// For the pool's service thread: waits for events, forwards engine log
-    /// lines to Python's `logging`, and returns the ids of jobs whose
-    /// callbacks are due. Returns None once the engine has ended and every
-    /// event was handed out.
+    /// lines to Python's `logging`, and returns (ids of jobs whose callbacks
+    /// are due, workers to fork as (number, socket fd, now the caller's)).
+    /// Returns None once the engine has ended and every event was handed out.
     #[pyo3(signature = (timeout=None))]
-    fn service_next(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Vec<u64>>> {
+    #[allow(clippy::type_complexity)]
+    fn service_next(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<(Vec<u64>, Vec<(u64, RawFd)>)>> {
         let service = &self.engine.shared.service;
         blocking_wait(py, service, timeout, |q| {
             !q.events.is_empty() || q.engine_done
@@ -249,6 +282,7 @@ impl PyEngine {
         let (events, done) =
             service.update(|q| (q.events.drain(..).collect::<Vec<_>>(), q.engine_done));
         let mut jobs = Vec::new();
+        let mut forks = Vec::new();
         for event in events {
             match event {
                 ServiceEvent::JobComplete(id) => jobs.push(id),
@@ -256,12 +290,18 @@ impl PyEngine {
                 ServiceEvent::Log(level, message) => {
                     log::log!(target: "ferropool", level, "{message}")
                 }
+                ServiceEvent::ForkWorker(number, fd) => forks.push((number, fd.into_raw_fd())),
             }
         }
-        if jobs.is_empty() && done {
+        if jobs.is_empty() && forks.is_empty() && done {
             return Ok(None);
         }
-        Ok(Some(jobs))
+        Ok(Some((jobs, forks)))
+    }
+
+    /// The service thread forked worker `number` (pid None: it could not).
+    fn worker_forked(&self, number: u64, pid: Option<i32>) -> PyResult<()> {
+        self.send(Command::WorkerForked { number, pid })
     }
 }
 

@@ -16,6 +16,7 @@
 //! that runs engine threads is ever forked. Its records are three
 //! little-endian u64: `(1, number, pid)` started, `(2, pid, wait status)` exited.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, IoSlice, Read};
@@ -26,6 +27,8 @@ use std::process::{Child, Command};
 
 use nix::sys::signal::Signal;
 use nix::sys::socket::{sendmsg, setsockopt, sockopt, ControlMessage, MsgFlags};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 
 /// fd number of the worker's socket in a spawned worker.
 pub const SPAWN_SOCKET_FD: RawFd = 3;
@@ -105,14 +108,89 @@ pub enum Launcher {
         control: UnixStream,
         partial: Vec<u8>,
     },
+    /// `fork`: the Python side forks every worker, from the caller's own
+    /// process: the first ones before this engine's thread starts, later
+    /// ones from the pool's service thread (asked for with a
+    /// `ServiceEvent::ForkWorker`) while every engine thread is parked.
+    Caller {
+        /// The first workers, already forked, by worker number.
+        started_before: HashMap<u64, Launched>,
+    },
 }
 
 /// A worker that has been asked for.
 pub struct Launched {
     /// The engine's end of the worker's socket (non-blocking).
     pub sock: UnixStream,
-    /// Spawned workers are the engine's own children.
-    pub child: Option<Child>,
+    /// Workers that are this process's own children (not the zygote's),
+    /// once their pid is known.
+    pub child: Option<OwnChild>,
+    /// `Caller`: the worker's end of its socket, for the service thread to
+    /// fork a worker on.
+    pub fork_request: Option<OwnedFd>,
+}
+
+/// A worker process this process must reap: spawned by the engine, or forked
+/// by the caller before the engine started.
+pub enum OwnChild {
+    Spawned(Child),
+    Forked(i32),
+}
+
+impl OwnChild {
+    pub fn pid(&self) -> i32 {
+        match self {
+            OwnChild::Spawned(child) => child.id() as i32,
+            OwnChild::Forked(pid) => *pid,
+        }
+    }
+
+    /// How it ended, once it has; `None` while it runs.
+    pub fn try_wait(&mut self) -> Option<ExitInfo> {
+        match self {
+            OwnChild::Spawned(child) => match child.try_wait() {
+                Ok(Some(status)) => Some(ExitInfo::from_exit_status(status)),
+                Ok(None) => None,
+                Err(_) => Some(ExitInfo::Unknown),
+            },
+            OwnChild::Forked(pid) => {
+                match waitpid(Pid::from_raw(*pid), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(_, code)) => Some(ExitInfo::Code(code)),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => Some(ExitInfo::Signal(sig as i32)),
+                    Ok(WaitStatus::StillAlive) => None,
+                    Ok(_) => None, // stopped or continued: still there
+                    Err(_) => Some(ExitInfo::Unknown),
+                }
+            }
+        }
+    }
+
+    /// Blocks until it has ended (after it was killed); how it ended.
+    pub fn wait(&mut self) -> ExitInfo {
+        match self {
+            OwnChild::Spawned(child) => match child.wait() {
+                Ok(status) => ExitInfo::from_exit_status(status),
+                Err(_) => ExitInfo::Unknown,
+            },
+            OwnChild::Forked(pid) => match waitpid(Pid::from_raw(*pid), None) {
+                Ok(WaitStatus::Exited(_, code)) => ExitInfo::Code(code),
+                Ok(WaitStatus::Signaled(_, sig, _)) => ExitInfo::Signal(sig as i32),
+                _ => ExitInfo::Unknown,
+            },
+        }
+    }
+
+    /// A descriptor that becomes readable when the process ends (a pidfd),
+    /// so the engine need not poll for the exit; `None` on kernels before 5.3.
+    pub fn exit_fd(&self) -> Option<OwnedFd> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid(), 0) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: a fresh descriptor owned by nobody else.
+        Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    }
 }
 
 impl Launcher {
@@ -135,15 +213,39 @@ impl Launcher {
         })
     }
 
+    /// `started_before`: (worker number, our end of its socket, its pid)
+    /// for the workers the caller forked before the engine started.
+    pub fn caller(started_before: Vec<(u64, OwnedFd, i32)>) -> io::Result<Launcher> {
+        let started_before = started_before
+            .into_iter()
+            .map(|(number, fd, pid)| {
+                let sock = UnixStream::from(fd);
+                sock.set_nonblocking(true)?;
+                let launched = Launched {
+                    sock,
+                    child: Some(OwnChild::Forked(pid)),
+                    fork_request: None,
+                };
+                Ok((number, launched))
+            })
+            .collect::<io::Result<HashMap<_, _>>>()?;
+        Ok(Launcher::Caller { started_before })
+    }
+
     /// The zygote's control socket, to poll for its records.
     pub fn control_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         match self {
             Launcher::Zygote { control, .. } => Some(control.as_fd()),
-            Launcher::Spawn { .. } => None,
+            Launcher::Spawn { .. } | Launcher::Caller { .. } => None,
         }
     }
 
     pub fn launch(&mut self, number: u64) -> io::Result<Launched> {
+        if let Launcher::Caller { started_before } = self {
+            if let Some(launched) = started_before.remove(&number) {
+                return Ok(launched);
+            }
+        }
         let (ours, theirs) = UnixStream::pair()?;
         ours.set_nonblocking(true)?;
         // Bigger buffers: a large payload crosses in a few hops, not dozens.
@@ -156,7 +258,8 @@ impl Launcher {
                 let child = spawn_worker(argv, &theirs, inherited)?;
                 Ok(Launched {
                     sock: ours,
-                    child: Some(child),
+                    child: Some(OwnChild::Spawned(child)),
+                    fork_request: None,
                 })
             }
             Launcher::Zygote { control, .. } => {
@@ -181,6 +284,7 @@ impl Launcher {
                     Ok(n) if n == ZYGOTE_RECORD => Ok(Launched {
                         sock: ours,
                         child: None,
+                        fork_request: None,
                     }),
                     Ok(_) => Err(io::Error::new(
                         io::ErrorKind::WriteZero,
@@ -189,6 +293,11 @@ impl Launcher {
                     Err(e) => Err(io::Error::from(e)),
                 }
             }
+            Launcher::Caller { .. } => Ok(Launched {
+                sock: ours,
+                child: None,
+                fork_request: Some(OwnedFd::from(theirs)),
+            }),
         }
     }
 
@@ -338,12 +447,7 @@ mod tests {
         let mut got = String::new();
         launched.sock.read_to_string(&mut got).expect("read");
         assert_eq!(got, "hi\n");
-        let status = launched
-            .child
-            .as_mut()
-            .expect("child")
-            .wait()
-            .expect("wait");
-        assert_eq!(ExitInfo::from_exit_status(status), ExitInfo::Code(0));
+        let exit = launched.child.as_mut().expect("child").wait();
+        assert_eq!(exit, ExitInfo::Code(0));
     }
 }

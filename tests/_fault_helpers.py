@@ -7,7 +7,7 @@ Two halves:
   report their pid, start child processes, hog memory, raise exceptions that
   cannot travel, and initializers that fail after the first workers;
 * parent-side bookkeeping: finding a pool's worker processes with psutil
-  (below the fork/forkserver zygote, or spawned directly), waiting for pid
+  (below the forkserver zygote, or children of the parent), waiting for pid
   files, and checking that nothing is left behind.
 """
 
@@ -367,10 +367,9 @@ def _cmdline(proc):
 
 def pool_workers(root=None):
     """The running worker processes of the pools below `root` (default: this
-    process): spawned workers are its children; fork workers are the children
-    of the pool's zygote, itself a child; forkserver workers are the children
-    of a zygote that is a child of ferropool's fork server. A worker's own
-    children (started by a task) are not workers."""
+    process): spawned and fork workers are its children; forkserver workers
+    are the children of a zygote that is a child of ferropool's fork server.
+    A worker's own children (started by a task) are not workers."""
     try:
         children = psutil.Process(root).children()
     except psutil.NoSuchProcess:
@@ -388,10 +387,8 @@ def pool_workers(root=None):
                 pass
         elif any(name in cmd for name in SHARED_HELPERS):
             continue
-        elif "spawn_main" in cmd:
-            workers.append(child)
         else:
-            zygotes.append(child)
+            workers.append(child)
     for zygote in zygotes:
         try:
             workers.extend(zygote.children())

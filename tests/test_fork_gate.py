@@ -1,10 +1,15 @@
-"""Fork pools made while other pools are busy: their zygote is forked while
-every engine thread of the process is parked (the fork gate), and they work."""
+"""Fork pools: workers are forks of the caller, as the stdlib's (the first
+ones when the pool is made, replacements when they are needed), made while
+every engine thread of the process is parked (the fork gate)."""
 
 from __future__ import annotations
 
+import os
 import threading
 
+import psutil
+
+import _helpers as h
 import ferropool
 from _helpers import square
 
@@ -32,3 +37,55 @@ def test_fork_pools_made_while_another_pool_is_busy():
         t.join()
         busy.terminate()
     assert errors == []
+
+
+def _fork_pool(**kwargs):
+    return ferropool.get_context("fork").Pool(2, **kwargs)
+
+
+def test_fork_workers_are_children_of_the_caller():
+    with _fork_pool() as pool:
+        pids = {pid for _, pid, _ in pool.map(h.worker_info, range(8), chunksize=1)}
+        assert pids and all(psutil.Process(pid).ppid() == os.getpid() for pid in pids)
+        assert {p.pid for p in psutil.Process().children()} >= pids
+
+
+def test_replacements_are_copies_of_the_parent_when_they_start():
+    # As the stdlib: a worker started later (maxtasksperchild) is forked then.
+    h.MARK = "when the pool was made"
+    try:
+        with _fork_pool(maxtasksperchild=1) as pool:
+            first = {mark for _, _, mark in pool.map(h.worker_info, range(2), chunksize=1)}
+            h.MARK = "later"
+            later = [mark for _, _, mark in pool.map(h.worker_info, range(6), chunksize=1)]
+    finally:
+        h.MARK = "as imported"
+    assert first == {"when the pool was made"}
+    # The two replacements of the first map's workers may have started
+    # before the change; every worker after them did not.
+    assert later.count("later") >= 4, later
+
+
+def test_pool_made_in_a_thread_outlives_that_thread():
+    """Workers die with the thread that forked them (parent-death signal):
+    a pool made in a short-lived thread has its workers forked by its service
+    thread, still as copies of the parent at Pool() time."""
+    made = []
+    h.MARK = "while the thread made the pool"
+
+    def make():
+        made.append(_fork_pool())
+        h.MARK = "after Pool() returned"
+
+    try:
+        t = threading.Thread(target=make)
+        t.start()
+        t.join()
+        pool = made[0]
+        with pool:
+            infos = pool.map(h.worker_info, range(8), chunksize=1)
+            assert pool.apply(square, (7,)) == 49
+    finally:
+        h.MARK = "as imported"
+    assert {mark for _, _, mark in infos} == {"while the thread made the pool"}
+    assert len({pid for _, pid, _ in infos}) <= 2

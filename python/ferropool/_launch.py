@@ -3,9 +3,10 @@
 The stdlib's rules decide the method: an explicit context, else the
 process-wide default (``multiprocessing.set_start_method``). Then:
 
-* ``fork``: fork a zygote from the caller now, before this pool's engine
-  thread exists; the zygote forks every worker, so workers are copies of the
-  parent as it was when the pool was made (as with the stdlib).
+* ``fork``: as the stdlib, workers are forks of the caller: the first ones
+  made now, before this pool's engine thread exists (by the pool's service
+  thread when the caller is not the main thread), replacements later by the
+  service thread; every engine thread of the process is parked meanwhile.
 * ``forkserver``: ask the process's fork server (a fresh interpreter that
   imported ``__main__`` once, started on first use, see ``_forkserver``) for
   a zygote of this pool; that zygote forks the workers.
@@ -19,10 +20,13 @@ queues) are pickled the way the stdlib pickles them for a child: with a
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
+import signal
 import socket
 import subprocess
+import threading
 from dataclasses import dataclass
 from multiprocessing import context as mp_context
 from multiprocessing import process, spawn, util
@@ -30,13 +34,15 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any, Callable, List, Optional
 
 from . import _forkserver, _native
-from ._worker import InheritedFd, WorkerSetup, zygote_loop
+from ._worker import InheritedFd, WorkerSetup, forked_worker_main
 
 # A crash loop: this many unexpected worker deaths (per worker of the pool,
 # at least CRASH_LIMIT_MIN) within CRASH_WINDOW seconds break the pool.
 CRASH_LIMIT_PER_WORKER = 5
 CRASH_LIMIT_MIN = 10
 CRASH_WINDOW = 10.0
+# Send and receive buffer of each worker socket (as the engine's own).
+WORKER_SOCKET_BUFFER = 1 << 20
 
 WORKER_NAMES = {
     "fork": "ForkPoolWorker",
@@ -76,11 +82,20 @@ class FdCollector:
             mp_context.set_spawning_popen(None)
 
 
+def _nothing() -> None:
+    pass
+
+
 @dataclass
 class Started:
     engine: Any
     # Waits for helper processes (the zygote) after the engine finished.
     reap: Callable[[], None]
+    # `fork`: forks a worker the engine asks for (number, socket fd); called
+    # by the pool's service thread.
+    fork_worker: Optional[Callable[[int, int], None]] = None
+    # Blocks until the pool's first workers exist (see _Forker.wait_first).
+    wait_first: Callable[[], None] = _nothing
 
 
 def check_limits(task_timeout: Any, max_memory_per_child: Any) -> None:
@@ -179,38 +194,132 @@ def _start_forkserver(processes: int, setup: WorkerSetup, common: dict) -> Start
     return Started(engine, _forkserver.exit_waiter(pid))
 
 
-def _start_fork(processes: int, setup: WorkerSetup, common: dict) -> Started:
-    ours, theirs = socket.socketpair()
-    util._flush_std_streams()
-    # Other pools' engine threads are parked (holding no lock) while the
-    # process is copied: no process is forked while an engine thread runs.
-    paused = _native.pause_engines()
-    try:
-        pid = os.fork()
-    except BaseException:
-        paused.resume()
-        raise
-    if pid != 0:
-        paused.resume()
-    if pid == 0:  # the zygote
+class _Forker:
+    """Forks the workers of a `fork` pool from the caller's own process, as
+    the stdlib does: the first ones in `Pool()` itself when the caller is the
+    main thread, every other one (replacements, and the first ones of a pool
+    made in another thread) in the pool's service thread when the engine asks.
+    A worker's parent-death signal fires when the thread that forked it ends:
+    both threads outlive the workers. Every engine thread of the process is
+    parked (holding no lock) while the process is copied."""
+
+    def __init__(self, setup: WorkerSetup, first_from_service: int) -> None:
+        self.setup = setup
+        self.engine: Any = None
+        self._first_left = first_from_service
+        self._first_forked = threading.Event()
+        if first_from_service == 0:
+            self._first_forked.set()
+
+    def fork_first(self, pairs: List[tuple[socket.socket, socket.socket]], first: int) -> List[int]:
+        """Forks one worker per socket pair (worker numbers from `first`);
+        returns their pids. Runs before the engine exists."""
+        pids: List[int] = []
+        parent = os.getpid()
+        util._flush_std_streams()
+        paused = _native.pause_engines()
         try:
-            ours.close()
-            zygote_loop(theirs, setup, forked_from_parent=True)
-        finally:
-            os._exit(1)
-    theirs.close()
-    with ours:
-        try:
-            engine = _native.Engine(processes, zygote_fd=ours.fileno(), **common)
+            for i, (_, worker_end) in enumerate(pairs):
+                pid = os.fork()
+                if pid == 0:
+                    # Not ours to keep: the engine's ends, later workers' ends.
+                    others = [p[0].detach() for p in pairs] + [
+                        p[1].detach() for p in pairs[i + 1 :]
+                    ]
+                    forked_worker_main(worker_end.detach(), self.setup, first + i, parent, others)
+                pids.append(pid)
+                worker_end.close()
         except BaseException:
-            ours.close()
-            os.waitpid(pid, 0)
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
             raise
+        finally:
+            paused.resume()
+        return pids
 
-    def reap() -> None:
+    def fork_asked(self, number: int, sock_fd: int) -> None:
+        """Forks worker `number` on `sock_fd` for the engine (service thread)."""
+        pid: Optional[int] = None
+        parent = os.getpid()
+        phase, broken, _ = self.engine.status()
+        if broken is not None or phase not in ("RUN", "CLOSE"):
+            os.close(sock_fd)  # stopping: this worker is not wanted any more
+            self.engine.worker_forked(number, None)
+            self._count_first()
+            return
         try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
+            util._flush_std_streams()
+            paused = _native.pause_engines()
+            try:
+                pid = os.fork()
+                if pid == 0:
+                    forked_worker_main(sock_fd, self.setup, number, parent, [])
+            finally:
+                if pid != 0:
+                    paused.resume()
+        except OSError as e:
+            # The engine sees the worker's socket close: a worker that died
+            # before it was ready, counted towards breaking the pool.
+            logging.getLogger("ferropool").error("could not fork worker %d: %s", number, e)
+        finally:
+            os.close(sock_fd)
+            try:
+                self.engine.worker_forked(number, pid)
+            except Exception:
+                if pid:  # the engine has ended: the worker exits at once
+                    os.waitpid(pid, 0)
+            self._count_first()
 
-    return Started(engine, reap)
+    def _count_first(self) -> None:
+        if self._first_left > 0:
+            self._first_left -= 1
+            if self._first_left == 0:
+                self._first_forked.set()
+
+    def wait_first(self) -> None:
+        """Returns once the first workers exist (forked by the service
+        thread): fork workers are copies of the parent as `Pool()` left it."""
+        self._first_forked.wait()
+
+
+def fork_asked(fork_worker: Optional[Callable[[int, int], None]], number: int, fd: int) -> None:
+    """Service threads: forks worker `number` on socket `fd` for the engine."""
+    if fork_worker is None:
+        os.close(fd)  # only `fork` engines ask; the engine sees a dead worker
+    else:
+        fork_worker(number, fd)
+
+
+def _worker_socketpair() -> tuple[socket.socket, socket.socket]:
+    """A worker's socket pair, with the engine's buffer sizes (a large
+    payload crosses in a few hops)."""
+    pair = socket.socketpair()
+    for sock in pair:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, WORKER_SOCKET_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, WORKER_SOCKET_BUFFER)
+    return pair
+
+
+def _start_fork(processes: int, setup: WorkerSetup, common: dict) -> Started:
+    by_caller = threading.current_thread() is threading.main_thread()
+    forker = _Forker(setup, first_from_service=0 if by_caller else processes)
+    pairs = [_worker_socketpair() for _ in range(processes)] if by_caller else []
+    try:
+        pids = forker.fork_first(pairs, common["first_worker_number"])
+        forker.engine = _native.Engine(
+            processes,
+            fork_workers=True,
+            first_worker_fds=[engine_end.fileno() for engine_end, _ in pairs],
+            first_worker_pids=pids,
+            **common,
+        )
+    finally:
+        # The engine holds its own copies; closed ends stop the workers if
+        # it could not be made.
+        for engine_end, worker_end in pairs:
+            engine_end.close()
+            worker_end.close()
+    return Started(
+        forker.engine, lambda: None, fork_worker=forker.fork_asked, wait_first=forker.wait_first
+    )

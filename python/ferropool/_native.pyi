@@ -32,6 +32,9 @@ class Engine:
         spawn_argv: Optional[Sequence[str]] = None,
         inherited_fds: Sequence[int] = ...,
         zygote_fd: Optional[int] = None,
+        fork_workers: bool = False,
+        first_worker_fds: Sequence[int] = ...,
+        first_worker_pids: Sequence[int] = ...,
         prepare: Optional[bytes] = None,
         setup: Optional[bytes] = None,
         tasks_per_worker: Optional[int] = None,
@@ -51,7 +54,10 @@ class Engine:
     def terminate(self, kill: bool = False) -> None: ...
     def wait_finished(self, timeout: Optional[float] = None) -> bool: ...
     def status(self) -> Tuple[str, Optional[str], List[int]]: ...
-    def service_next(self, timeout: Optional[float] = None) -> Optional[List[int]]: ...
+    def service_next(
+        self, timeout: Optional[float] = None
+    ) -> Optional[Tuple[List[int], List[Tuple[int, int]]]]: ...
+    def worker_forked(self, number: int, pid: Optional[int]) -> None: ...
 
 @final
 class Job:

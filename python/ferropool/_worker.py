@@ -1,4 +1,4 @@
-"""Code that runs inside worker processes (and inside the zygote that forks
+"""Code that runs inside worker processes (and inside the forkserver zygote that forks
 them). The task loop itself is Rust (`_native.WorkerChannel.serve`); this
 module prepares the process the way the stdlib prepares a pool worker, then
 supplies the three small Python pieces the loop calls: load a function, run a
@@ -6,8 +6,8 @@ task, report a function that failed to load.
 
     spawn:      spawn_main()      <- fresh interpreter, frames Prepare + Setup
     forkserver: _forkserver.serve() <- one per parent; forks a zygote per pool
-    fork:       zygote_loop()     <- in a fork of the parent, made at Pool creation
-    zygote_loop ──fork──▶ run_worker()
+                zygote_loop ──fork──▶ forked_worker_main() ──▶ run_worker()
+    fork:       the caller ──fork──▶ forked_worker_main() ──▶ run_worker()
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from multiprocessing import context as mp_context
 from multiprocessing import process, util
 from multiprocessing.pool import ExceptionWithTraceback, MaybeEncodingError
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NoReturn, Optional, Sequence
 
 from . import _native, _pickling
 from ._outcomes import ENCODING_ERROR, OK, RAISED, RAISED_UNPICKLABLE
@@ -177,7 +177,7 @@ def run_worker(channel: Any, setup: WorkerSetup, number: int, forked: bool) -> i
     return 0
 
 
-def _finish(code: int) -> None:
+def _finish(code: int) -> NoReturn:
     util._flush_std_streams()
     os._exit(code)
 
@@ -209,7 +209,7 @@ def spawn_main() -> None:
     sys.exit(code)
 
 
-# ----- zygote (fork and forkserver) ----------------------------------------
+# ----- forked workers and the forkserver zygote ----------------------------
 
 
 def drain(sock: socket.socket) -> None:
@@ -219,6 +219,29 @@ def drain(sock: socket.socket) -> None:
             pass
     except BlockingIOError:
         pass
+
+
+def forked_worker_main(
+    sock_fd: int, setup: WorkerSetup, number: int, parent_pid: int, close_fds: Sequence[int]
+) -> NoReturn:
+    """Runs in a worker just forked (from the zygote, or from the caller
+    for a pool's first workers): closes the parent's descriptors it does not
+    need, then serves tasks on `sock_fd`. Never returns."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in close_fds:
+            os.close(fd)
+        _native.set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() != parent_pid:
+            os._exit(1)  # the parent died before prctl took effect
+        # Own process group: a timed-out task's children die with it.
+        os.setpgid(0, 0)
+        channel = _native.WorkerChannel(sock_fd)
+        code = run_worker(channel, setup, number, forked=True)
+    finally:
+        _finish(code)
 
 
 def zygote_loop(ctl: socket.socket, setup: WorkerSetup, forked_from_parent: bool) -> None:
@@ -247,6 +270,15 @@ def zygote_loop(ctl: socket.socket, setup: WorkerSetup, forked_from_parent: bool
             children.discard(pid)
             ctl.sendall(ZYGOTE_RECORD.pack(2, pid, status & 0xFFFFFFFF))
 
+    def fork_worker(number: int, sock_fd: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            extra = [ctl.detach(), wake_r.detach(), wake_w.detach()]
+            forked_worker_main(sock_fd, setup, number, my_pid, extra)
+        os.close(sock_fd)
+        children.add(pid)
+        ctl.sendall(ZYGOTE_RECORD.pack(1, number, pid))
+
     try:
         while True:
             try:
@@ -262,26 +294,7 @@ def zygote_loop(ctl: socket.socket, setup: WorkerSetup, forked_from_parent: bool
             if len(msg) < ZYGOTE_RECORD.size or not fds:
                 break  # the pool closed its end: shut down
             _, number, _ = ZYGOTE_RECORD.unpack(msg)
-            pid = os.fork()
-            if pid == 0:
-                code = 1
-                try:
-                    signal.set_wakeup_fd(-1)
-                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                    for s in (ctl, wake_r, wake_w):
-                        s.close()
-                    _native.set_parent_death_signal(signal.SIGKILL)
-                    if os.getppid() != my_pid:
-                        os._exit(1)  # the zygote died before prctl took effect
-                    # Own process group: a timed-out task's children die with it.
-                    os.setpgid(0, 0)
-                    channel = _native.WorkerChannel(fds[0])
-                    code = run_worker(channel, setup, number, forked=True)
-                finally:
-                    _finish(code)
-            os.close(fds[0])
-            children.add(pid)
-            ctl.sendall(ZYGOTE_RECORD.pack(1, number, pid))
+            fork_worker(number, fds[0])
     except OSError:
         pass  # the pool went away
     finally:

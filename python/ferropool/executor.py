@@ -133,11 +133,12 @@ class ProcessPoolExecutor(Executor):
         self._reap_helpers = started.reap
         self._service = threading.Thread(
             target=_serve_outcomes,
-            args=(self._engine, self, self._reap_helpers),
+            args=(self._engine, self, self._reap_helpers, started.fork_worker),
             name="ferropool-executor-service",
             daemon=True,
         )
         self._service.start()
+        started.wait_first()
         _live_executors.add(self)
 
     # ----- submitting ----------------------------------------------------
@@ -380,13 +381,19 @@ def _finish_forgotten_executors() -> None:
             pass
 
 
-def _serve_outcomes(engine: Any, executor: ProcessPoolExecutor, on_engine_done: Any) -> None:
-    """The executor's service thread: settles futures as outcomes arrive and
-    forwards the engine's log lines; reaps helpers once the engine ended."""
+def _serve_outcomes(
+    engine: Any, executor: ProcessPoolExecutor, on_engine_done: Any, fork_worker: Any
+) -> None:
+    """The executor's service thread: settles futures as outcomes arrive,
+    forwards the engine's log lines, forks the workers a `fork` engine asks
+    for; reaps helpers once the engine ended."""
     while True:
-        jobs = engine.service_next()
-        if jobs is None:
+        events = engine.service_next()
+        if events is None:
             break
+        jobs, forks = events
+        for number, sock_fd in forks:
+            _launch.fork_asked(fork_worker, number, sock_fd)
         for job_id in dict.fromkeys(jobs):
             executor._outcomes_arrived(job_id)
     on_engine_done()

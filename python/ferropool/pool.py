@@ -100,11 +100,12 @@ class Pool:
         self._iterators: weakref.WeakSet[IMapIterator] = weakref.WeakSet()
         self._service = threading.Thread(
             target=_service_loop,
-            args=(self._engine, self._cache),
+            args=(self._engine, self._cache, None, started.fork_worker),
             name="ferropool-service",
             daemon=True,
         )
         self._service.start()
+        started.wait_first()
         self._state = RUN
         _live_pools.add(self)
 
@@ -396,15 +397,21 @@ def _terminate_forgotten_pools() -> None:
 
 
 def _service_loop(
-    engine: Any, cache: Dict[int, Any], on_engine_done: Optional[Callable[[], None]] = None
+    engine: Any,
+    cache: Dict[int, Any],
+    on_engine_done: Optional[Callable[[], None]] = None,
+    fork_worker: Optional[Callable[[int, int], None]] = None,
 ) -> None:
-    """Runs callbacks of completed jobs and forwards the engine's log lines;
-    once the engine has ended, runs `on_engine_done` (reaps helper processes
-    when nobody joins)."""
+    """Runs callbacks of completed jobs, forwards the engine's log lines and
+    (`fork` pools) forks the workers the engine asks for; once the engine has
+    ended, runs `on_engine_done` (reaps helper processes when nobody joins)."""
     while True:
-        jobs = engine.service_next()
-        if jobs is None:
+        events = engine.service_next()
+        if events is None:
             break
+        jobs, forks = events
+        for number, sock_fd in forks:
+            _launch.fork_asked(fork_worker, number, sock_fd)
         for job_id in jobs:
             result = cache.pop(job_id, None)
             if result is not None:

@@ -14,12 +14,12 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::{Dying, EventLoop, Worker, WorkerState, EXIT_STATUS_GRACE, TERMINATE_GRACE};
-use crate::engine::Phase;
+use crate::engine::{Phase, ServiceEvent};
 use crate::jobs::TaskOutcome;
 use crate::outbox::Outbox;
 use crate::protocol::{FrameDecoder, Kind, ResultStatus};
 use crate::scheduler::{Scheduler, Task, WorkerSlot};
-use crate::supervisor::ExitInfo;
+use crate::supervisor::{ExitInfo, OwnChild};
 
 impl EventLoop {
     pub(super) fn live_worker_target(&self) -> usize {
@@ -57,7 +57,12 @@ impl EventLoop {
                     if let Some(setup) = &self.config.setup {
                         out.push(Kind::Setup, 0, 0, number, setup);
                     }
-                    let pid = launched.child.as_ref().map(|c| c.id() as i32);
+                    let pid = launched.child.as_ref().map(OwnChild::pid);
+                    if let Some(fd) = launched.fork_request {
+                        self.shared
+                            .service
+                            .update(|q| q.events.push_back(ServiceEvent::ForkWorker(number, fd)));
+                    }
                     self.workers.push(Worker {
                         number,
                         sock: launched.sock,
@@ -68,6 +73,7 @@ impl EventLoop {
                         pid,
                         child: launched.child,
                         dead: false,
+                        unforked: false,
                         timed_out: false,
                     });
                     let idx = self.workers.len() - 1;
@@ -81,11 +87,77 @@ impl EventLoop {
         }
     }
 
+    /// Takes back the fork requests the service thread has not picked up
+    /// yet: those workers are never started.
+    fn cancel_unforked_workers(&mut self) {
+        let mut cancelled = Vec::new();
+        self.shared.service.update(|q| {
+            q.events.retain(|e| match e {
+                ServiceEvent::ForkWorker(number, _) => {
+                    cancelled.push(*number);
+                    false
+                }
+                _ => true,
+            })
+        });
+        for w in &mut self.workers {
+            if cancelled.contains(&w.number) {
+                w.unforked = true;
+                w.dead = true;
+            }
+        }
+    }
+
+    /// The service thread reports the pid of a worker it forked for us.
+    pub(super) fn worker_forked(&mut self, number: u64, pid: Option<i32>) {
+        let Some(pid) = pid else {
+            // Not forked (the fork failed, or the pool was stopping): the
+            // worker never existed. Failed forks count as failed starts.
+            // (Workers are only marked here: indices into them are in use.)
+            for w in &mut self.workers {
+                if w.number == number {
+                    w.unforked = true;
+                    w.dead = true;
+                }
+            }
+            self.dying.retain(|d| d.number != number);
+            if self.broken.is_none() && self.phase == Phase::Running {
+                self.boot_failures += 1;
+                if self.boot_failures >= self.config.boot_failure_limit {
+                    self.break_pool(format!(
+                        "{} worker processes in a row could not be started (fork failed)",
+                        self.boot_failures
+                    ));
+                }
+            }
+            return;
+        };
+        if let Some(w) = self.workers.iter_mut().find(|w| w.number == number) {
+            w.pid = Some(pid);
+            w.child = Some(OwnChild::Forked(pid));
+        } else if let Some(d) = self.dying.iter_mut().find(|d| d.number == number) {
+            let child = OwnChild::Forked(pid);
+            d.pid = Some(pid);
+            d.exit_fd = child.exit_fd();
+            d.child = Some(child);
+        } else {
+            // Already given up on (the pool is gone): make sure it ends.
+            let mut child = OwnChild::Forked(pid);
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+
     pub(super) fn bury_dead_workers(&mut self) {
         let mut i = 0;
         while i < self.workers.len() {
             if !self.workers[i].dead {
                 i += 1;
+                continue;
+            }
+            if self.workers[i].unforked {
+                let mut w = self.workers.swap_remove(i);
+                self.scheduler.worker_gone(&mut w.slot, false);
                 continue;
             }
             // Results it sent before it went away are still in the socket:
@@ -100,10 +172,13 @@ impl EventLoop {
                     self.fail_timed_out(task, &w.describe());
                 }
             }
+            let child = w.child.take();
+            let exit_fd = child.as_ref().and_then(OwnChild::exit_fd);
             self.dying.push(Dying {
                 pid,
                 number: w.number,
-                child: w.child.take(),
+                child,
+                exit_fd,
                 expected: w.state == WorkerState::Retiring && lost.is_none(),
                 before_ready: w.state == WorkerState::Starting,
                 killed_by_us: w.timed_out,
@@ -199,11 +274,7 @@ impl EventLoop {
                 d.pid = self.zygote_pids.get(&d.number).copied();
             }
             let exit = match d.child.as_mut() {
-                Some(child) => match child.try_wait() {
-                    Ok(Some(status)) => Some(ExitInfo::from_exit_status(status)),
-                    Ok(None) => None,
-                    Err(_) => Some(ExitInfo::Unknown),
-                },
+                Some(child) => child.try_wait(),
                 None => d.pid.and_then(|pid| self.zygote_exits.remove(&pid)),
             };
             let timed_out = d.since.elapsed() >= EXIT_STATUS_GRACE;
@@ -328,6 +399,7 @@ impl EventLoop {
     }
 
     pub(super) fn stop_all_workers(&mut self, signal: Signal) {
+        self.cancel_unforked_workers();
         for w in &mut self.workers {
             if let Some(pid) = w.pid.or_else(|| self.zygote_pids.get(&w.number).copied()) {
                 // Its process group too: a task's own children would keep

@@ -14,7 +14,6 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::process::Child;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +25,8 @@ use crate::jobs::{Job, JobId, TaskOutcome};
 use crate::outbox::Outbox;
 use crate::protocol::{FrameDecoder, Kind, ResultStatus};
 use crate::scheduler::{Delivered, Scheduler, Task, WorkerSlot};
-use crate::supervisor::{ExitInfo, Launcher, ZygoteEvent};
+use crate::supervisor::{ExitInfo, Launcher, OwnChild, ZygoteEvent};
+use std::os::fd::OwnedFd;
 
 mod lifecycle;
 
@@ -52,8 +52,10 @@ struct Worker {
     slot: WorkerSlot,
     state: WorkerState,
     pid: Option<i32>,
-    child: Option<Child>,
+    child: Option<OwnChild>,
     dead: bool,
+    /// Never forked (its fork request was cancelled, or the fork failed).
+    unforked: bool,
     /// Killed for running past the task timeout.
     timed_out: bool,
 }
@@ -136,7 +138,10 @@ impl Worker {
 struct Dying {
     pid: Option<i32>,
     number: u64,
-    child: Option<Child>,
+    child: Option<OwnChild>,
+    /// Readable once our own child has ended (a pidfd): polled, so its exit
+    /// status is collected at once rather than at the next timed turn.
+    exit_fd: Option<OwnedFd>,
     /// The task it was running, to be failed with its exit status.
     lost: Option<Task>,
     /// Died before it was ready (initializer or start-up failure).
@@ -256,13 +261,12 @@ impl EventLoop {
             }
             fds.push(pollfd(w.sock.as_raw_fd(), events));
         }
-        let mut timeout_ms: i32 = if !self.dying.is_empty() {
-            5
-        } else if self.terminate_deadline.is_some() {
-            50
-        } else {
-            -1
-        };
+        for d in &self.dying {
+            if let Some(fd) = &d.exit_fd {
+                fds.push(pollfd(fd.as_raw_fd(), libc::POLLIN));
+            }
+        }
+        let mut timeout_ms = self.exit_wait_timeout_ms();
         if let Some(deadline) = self.next_task_deadline() {
             let ms = deadline
                 .saturating_duration_since(Instant::now())
@@ -278,12 +282,37 @@ impl EventLoop {
         if n <= 0 {
             return Vec::new();
         }
-        fds[2..]
+        fds[2..2 + self.workers.len()]
             .iter()
             .enumerate()
             .filter(|(_, p)| p.revents != 0)
             .map(|(i, p)| (i, p.revents))
             .collect()
+    }
+
+    /// How long the poll may sleep while exits are awaited: an own child
+    /// without a pidfd is polled for; otherwise its pidfd or the zygote's
+    /// record wakes us, and only the grace period needs a timer.
+    fn exit_wait_timeout_ms(&self) -> i32 {
+        let mut timeout_ms = -1;
+        if self
+            .dying
+            .iter()
+            .any(|d| d.child.is_some() && d.exit_fd.is_none())
+        {
+            timeout_ms = 5;
+        } else if let Some(since) = self.dying.iter().map(|d| d.since).min() {
+            let left = (since + EXIT_STATUS_GRACE).saturating_duration_since(Instant::now());
+            timeout_ms = left.as_millis() as i32 + 1;
+        }
+        if self.terminate_deadline.is_some() {
+            timeout_ms = if timeout_ms < 0 {
+                50
+            } else {
+                timeout_ms.min(50)
+            };
+        }
+        timeout_ms
     }
 
     fn drain_commands(&mut self) {
@@ -338,6 +367,7 @@ impl EventLoop {
                     }
                 }
             }
+            Command::WorkerForked { number, pid } => self.worker_forked(number, pid),
             Command::CancelQueued { job } => {
                 let d = self.scheduler.cancel_queued(job);
                 self.after_delivery(job, d);

@@ -22,8 +22,6 @@ from _fault_helpers import own_processes, sleep_then, square
 LONG = 120  # seconds: far past the test's hang guard
 
 
-
-
 def block_pool(pool, blocker):
     if blocker == "get":
         pool.apply_async(sleep_then, (LONG,)).get()
@@ -53,8 +51,8 @@ def block_executor(ex, blocker):
 
 
 def announce(method):
-    # The workers, the zygote for fork and forkserver, and the fork server.
-    expected = {"spawn": 2, "fork": 3, "forkserver": 4}[method]
+    # The workers, the zygote for forkserver, and the fork server.
+    expected = {"spawn": 2, "fork": 2, "forkserver": 4}[method]
     deadline = time.monotonic() + 20
     while len(own_processes()) < expected and time.monotonic() < deadline:
         time.sleep(0.02)
