@@ -8,7 +8,8 @@
 //! (starting and reaping workers), `event_loop` (the engine thread), `engine`
 //! (its handle), `sync` (lock helpers).
 //! Python bindings: `py_engine` (Engine, Job), `py_worker` (the worker loop),
-//! `py_buffer` (large payloads lent to Python without a copy),
+//! `py_buffer` (large payloads lent to Python without a copy), `py_payload`
+//! (task payloads pickled into recycled buffers),
 //! `wait` (the one blocking wait), `errors` (the one error conversion).
 
 pub mod buffers;
@@ -20,6 +21,7 @@ pub mod outbox;
 pub mod protocol;
 pub mod py_buffer;
 pub mod py_engine;
+pub mod py_payload;
 pub mod py_worker;
 pub mod scheduler;
 pub mod supervisor;
@@ -75,6 +77,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py_engine::PyEngine>()?;
     m.add_class::<py_engine::PyJob>()?;
     m.add_class::<py_buffer::LargePayload>()?;
+    m.add_class::<py_payload::PayloadWriter>()?;
+    m.add_class::<py_payload::EnginePayload>()?;
     m.add_class::<py_worker::WorkerChannel>()?;
     m.add_function(wrap_pyfunction!(set_parent_death_signal, m)?)?;
     m.add_function(wrap_pyfunction!(pause_engines, m)?)?;

@@ -15,8 +15,10 @@ use pyo3::types::{PyBytes, PyList};
 use crate::engine::{Command, Engine, EngineConfig, Phase, ServiceEvent};
 use crate::errors::EngineError;
 use crate::jobs::{Job, TaskOutcome};
+use crate::outbox::Payload;
 use crate::protocol::{CallMode, ResultStatus};
 use crate::py_buffer::{LargePayload, LEND_ABOVE};
+use crate::py_payload::EnginePayload;
 use crate::scheduler::Task;
 use crate::supervisor::Launcher;
 use crate::wait::blocking_wait;
@@ -191,13 +193,17 @@ impl PyEngine {
     ) -> PyResult<()> {
         let mut tasks = Vec::with_capacity(payloads.len());
         for (i, item) in payloads.iter().enumerate() {
-            // No copy: the engine keeps the bytes object itself (immutable)
-            // and writes from it without the GIL.
-            let bytes: PyBackedBytes = item.extract()?;
+            // No copy: the engine keeps the bytes object itself (immutable),
+            // or shares the buffer a large payload was pickled into, and
+            // writes from it without the GIL.
+            let payload: Payload = match item.cast::<EnginePayload>() {
+                Ok(engine_payload) => engine_payload.get().bytes.clone(),
+                Err(_) => Arc::new(SharedBytes(item.extract::<PyBackedBytes>()?)),
+            };
             tasks.push(Task {
                 job: job.job.id,
                 index: start + i as u64,
-                payload: Arc::new(SharedBytes(bytes)),
+                payload,
                 sent_at: None,
             });
         }

@@ -7,10 +7,9 @@ from __future__ import annotations
 import os
 import threading
 
-import psutil
-
 import _helpers as h
 import ferropool
+import psutil
 from _helpers import square
 
 

@@ -51,3 +51,66 @@ def test_executor_large_results(method):
         data = b"e" * (5 * MIB)
         assert ex.submit(h.identity, data).result(timeout=60) == data
         assert list(ex.map(h.identity, [data, data[:MIB]])) == [data, data[:MIB]]
+
+
+# ----- arguments pickled into the engine's recycled buffers ------------------
+
+
+def test_large_arguments_are_pickled_into_engine_buffers():
+    from ferropool import _native
+    from ferropool._pickling import dumps_payload
+
+    small = dumps_payload(("x", [1, 2]))
+    assert isinstance(small, bytes)
+    big = [bytes(range(256)) * (2 * MIB // 256), bytearray(b"b" * MIB), "tail"]
+    payload = dumps_payload(big)
+    assert isinstance(payload, _native.EnginePayload)
+    assert len(payload) > 3 * MIB
+    import pickle
+
+    assert pickle.loads(payload.to_bytes()) == big
+
+
+def test_every_buffer_kind_pickles_into_engine_buffers_unchanged():
+    import array
+    import pickle
+
+    from ferropool._pickling import dumps_payload
+
+    buffers = [
+        bytearray(b"\x01\x02" * MIB),  # written as a bytearray
+        pickle.PickleBuffer(bytearray(b"p" * (MIB + 3))),  # as a PickleBuffer
+        array.array("d", range(MIB // 8 * 3)),  # through its own reducer
+        memoryview(b"m" * (2 * MIB)).toreadonly().tobytes(),
+    ]
+    for obj in buffers:
+        payload = dumps_payload([obj])
+        back = pickle.loads(payload.to_bytes())[0]
+        expected = bytearray(obj.raw()) if isinstance(obj, pickle.PickleBuffer) else obj
+        assert back == expected, type(obj)
+
+
+def test_a_large_chunk_that_fails_to_pickle_leaves_the_writer_clean(make_pool):
+    from ferropool._pickling import dumps_payload
+
+    with pytest.raises(Exception, match="item 1 of the input"):
+        make_pool(2).map(h.identity, [b"a" * (2 * MIB), lambda: None], chunksize=2)
+    # The half-written payload was dropped: the next one is whole and alone.
+    data = [b"c" * (3 * MIB)]
+    import pickle
+
+    assert pickle.loads(dumps_payload(data).to_bytes()) == data
+
+
+def test_large_apply_map_and_executor_arguments_reach_the_workers(method):
+    import ferropool
+
+    ctx = ferropool.get_context(method)
+    blocks = [bytes([i]) * (3 * MIB) for i in range(6)]
+    with ctx.Pool(2) as pool:
+        assert pool.apply(len, (blocks[0],)) == 3 * MIB
+        assert pool.map(h.identity, blocks, chunksize=1) == blocks
+        assert list(pool.imap(h.identity, iter(blocks))) == blocks
+    with ferropool.ProcessPoolExecutor(2, mp_context=ctx) as ex:
+        assert ex.submit(h.identity, blocks[1]).result(timeout=60) == blocks[1]
+        assert list(ex.map(h.identity, blocks)) == blocks

@@ -14,7 +14,9 @@ import io
 import pickle
 import threading
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+from . import _native
 
 # Protocol 5 (Python 3.8+) on both sides of every pool: large buffers
 # (numpy arrays, bytearray) are written in one piece, not copied first.
@@ -43,16 +45,18 @@ class _Pickler(pickle.Pickler):
 
 class _Reusable(threading.local):
     """One pickler per thread, reused (memo cleared) for every dumps: making
-    a pickler costs more than pickling a small task."""
+    a pickler costs more than pickling a small task. It writes to `sink`:
+    a BytesIO, or an engine PayloadWriter."""
 
-    def __init__(self) -> None:
-        self.buf = io.BytesIO()
-        self.pickler = _Pickler(self.buf, PROTOCOL)
+    def __init__(self, make_sink: Callable[[], Any]) -> None:
+        self.sink = make_sink()
+        self.pickler = _Pickler(self.sink, PROTOCOL)
         self.table: Dict[Any, Any] = {}
         self.busy = False
 
 
-_reusable = _Reusable()
+_reusable = _Reusable(io.BytesIO)
+_for_engine = _Reusable(_native.PayloadWriter)
 
 
 # Objects built only of these types pickle the same with or without
@@ -62,19 +66,40 @@ _PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
 _PLAIN_CONTAINERS = frozenset({list, tuple, dict})
 # Looking through a container costs time too: only small ones are checked.
 _PLAIN_CHECK_MAX = 16
+# Larger bytes go to the engine's recycled buffers (dumps_payload).
+_PLAIN_BYTES_MAX = 1 << 16
 
 
 def _is_plain(obj: Any, depth: int = 2) -> bool:
     t = type(obj)
     if t in _PLAIN:
-        return True
+        return t is not bytes or len(obj) < _PLAIN_BYTES_MAX
     if not depth or t not in _PLAIN_CONTAINERS or len(obj) > _PLAIN_CHECK_MAX:
         return False
     for x in obj.values() if t is dict else obj:
-        if type(x) not in _PLAIN and not _is_plain(x, depth - 1):
+        tx = type(x)
+        if tx in _PLAIN:
+            if tx is bytes and len(x) >= _PLAIN_BYTES_MAX:
+                return False
+        elif not _is_plain(x, depth - 1):
             return False
     # dict keys: only plain scalars
     return t is not dict or all(type(k) in _PLAIN for k in obj)
+
+
+def _fresh_dumps(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    pickler = _Pickler(buf, PROTOCOL)
+    pickler.dispatch_table = _Pickler.table()
+    pickler.dump(obj)
+    return buf.getvalue()
+
+
+def _dump_reusing(r: _Reusable, obj: Any) -> None:
+    table = _Pickler.table()
+    if r.table is not table:
+        r.pickler.dispatch_table = r.table = table
+    r.pickler.dump(obj)
 
 
 def dumps(obj: Any) -> bytes:
@@ -83,22 +108,36 @@ def dumps(obj: Any) -> bytes:
         return pickle.dumps(obj, PROTOCOL)
     r = _reusable
     if r.busy:  # a reducer pickling something itself: use a fresh pickler
-        buf = io.BytesIO()
-        pickler = _Pickler(buf, PROTOCOL)
-        pickler.dispatch_table = _Pickler.table()
-        pickler.dump(obj)
-        return buf.getvalue()
+        return _fresh_dumps(obj)
     r.busy = True
     try:
-        table = _Pickler.table()
-        if r.table is not table:
-            r.pickler.dispatch_table = r.table = table
-        r.pickler.dump(obj)
-        return r.buf.getvalue()
+        _dump_reusing(r, obj)
+        return r.sink.getvalue()
     finally:
         r.pickler.clear_memo()
-        r.buf.seek(0)
-        r.buf.truncate()
+        r.sink.seek(0)
+        r.sink.truncate()
+        r.busy = False
+
+
+def dumps_payload(obj: Any) -> Any:
+    """``dumps`` for a task payload: `bytes`, or, when large, an engine
+    payload pickled straight into a recycled buffer (see _native's
+    PayloadWriter), which ``Engine.add_tasks`` takes as it takes bytes."""
+    if _is_plain(obj):
+        return pickle.dumps(obj, PROTOCOL)
+    r = _for_engine
+    if r.busy:
+        return _fresh_dumps(obj)
+    r.busy = True
+    try:
+        _dump_reusing(r, obj)
+        return r.sink.take()
+    except BaseException:
+        r.sink.clear()
+        raise
+    finally:
+        r.pickler.clear_memo()
         r.busy = False
 
 
@@ -135,9 +174,9 @@ def dumps_function(func: Any) -> bytes:
         raise _named(e, f"the function {_short(func)}") from e
 
 
-def dumps_call(args: tuple, kwds: dict) -> bytes:
+def dumps_call(args: tuple, kwds: dict) -> Any:
     try:
-        return dumps((args, kwds))
+        return dumps_payload((args, kwds))
     except Exception as e:
         raise _named(e, _culprit_in_call(args, kwds)) from e
 
@@ -162,8 +201,8 @@ def chunk_error(error: Exception, chunk: Sequence[Any], first_index: int) -> Exc
     return _named(error, culprit or f"input items {first_index}..{first_index + len(chunk) - 1}")
 
 
-def dumps_chunk(chunk: Sequence[Any], first_index: int) -> bytes:
+def dumps_chunk(chunk: Sequence[Any], first_index: int) -> Any:
     try:
-        return dumps(chunk)
+        return dumps_payload(chunk)
     except Exception as e:
         raise chunk_error(e, chunk, first_index) from e
