@@ -114,3 +114,21 @@ def test_large_apply_map_and_executor_arguments_reach_the_workers(method):
     with ferropool.ProcessPoolExecutor(2, mp_context=ctx) as ex:
         assert ex.submit(h.identity, blocks[1]).result(timeout=60) == blocks[1]
         assert list(ex.map(h.identity, blocks)) == blocks
+
+
+def test_a_large_sized_map_is_fed_a_window_at_a_time(make_pool):
+    """Past 32 MiB of pickled input, the rest of a sized map is pickled as
+    results come back: results stay complete and in order."""
+    pool = make_pool(2)
+    blocks = [bytes([i]) * (3 * MIB) for i in range(24)]  # 72 MiB
+    assert pool.map(h.identity, blocks, chunksize=1) == blocks
+    async_result = pool.map_async(h.identity, blocks, chunksize=2)
+    assert async_result.get(timeout=120) == blocks
+
+
+def test_an_unpicklable_item_after_the_window_starts_fails_the_map(make_pool):
+    pool = make_pool(2)
+    items = [b"w" * (3 * MIB) for _ in range(16)] + [lambda: None]
+    with pytest.raises(Exception, match="item 16 of the input"):
+        pool.map(h.identity, items, chunksize=1)
+    assert pool.map(h.identity, items[:2]) == items[:2]

@@ -39,13 +39,18 @@ class _Reader:
     """Reads and pickles chunks; remembers failures at their position."""
 
     def __init__(
-        self, job: Any, items: Iterator[Any], local_errors: Dict[int, BaseException]
+        self,
+        job: Any,
+        items: Iterator[Any],
+        local_errors: Dict[int, BaseException],
+        first_chunk: int = 0,
+        first_item: int = 0,
     ) -> None:
         self.job = job
         self.items = items
         self.local_errors = local_errors
-        self.index = 0
-        self.first_item = 0
+        self.index = first_chunk
+        self.first_item = first_item
         self.exhausted = False
 
     def next_payload(self, size: int) -> Optional[bytes]:
@@ -84,12 +89,16 @@ def feed(
     limit: int,
     local_errors: Dict[int, BaseException],
     on_stopped: Optional[Callable[[Callable[[BaseException], None]], None]] = None,
+    first_chunk: int = 0,
+    first_item: int = 0,
 ) -> None:
     """Reads a lazy map's input (chunk sizes from `sizes`): at most `limit`
     chunks in flight. When the job stops taking input before the input has
     ended (the pool stopped, the consumer gave up), `on_stopped` may record
-    an error at the next position (it gets the function that records it)."""
-    reader = _Reader(job, items, local_errors)
+    an error at the next position (it gets the function that records it).
+    The input's first chunk is chunk `first_chunk` (item `first_item`) of the
+    job: the ones before it were sent already."""
+    reader = _Reader(job, items, local_errors, first_chunk, first_item)
     min_room = feeder_min_room(limit)
     try:
         # wait_room is 0 once the job takes no more input (terminate, broken

@@ -39,6 +39,10 @@ FIRST_BATCH_PER_WORKER = 2
 MAX_BATCH = 1024
 # ... or as soon as the batch holds this many bytes (large chunks go at once).
 BATCH_BYTES = 64 * 1024
+# A sized map whose pickled input passes this many bytes hands the rest to a
+# feeder thread that keeps LARGE_WINDOW_PER_WORKER chunks per worker in flight.
+LARGE_INPUT_BYTES = 32 << 20
+LARGE_WINDOW_PER_WORKER = 4
 
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 
@@ -268,7 +272,7 @@ class Pool:
         job = self._new_job(func, mode, callback is not None or error_callback is not None)
         result = MapResult(self, job, callback, error_callback)
         try:
-            self._submit_chunks(job, iter(iterable), length, chunksize or 1)
+            self._submit_chunks(job, iter(iterable), length, chunksize or 1, result)
         except BaseException:
             # A chunk could not be pickled: the call fails now; chunks already
             # sent run, and nobody hears of them (no callback either).
@@ -280,17 +284,23 @@ class Pool:
             raise
         return result
 
-    def _submit_chunks(self, job: Any, items: Iterator[Any], length: int, chunksize: int) -> None:
+    def _submit_chunks(
+        self, job: Any, items: Iterator[Any], length: int, chunksize: int, result: MapResult
+    ) -> None:
         """Pickles a sized input chunk by chunk and hands the chunks to the
         engine in growing batches, so the workers start on the first chunks
-        while the rest are still being pickled."""
+        while the rest are still being pickled. Once LARGE_INPUT_BYTES of
+        pickled input are queued, a feeder thread takes over the rest, a
+        window of chunks at a time (as imap's): large inputs are not all
+        copied up front, and their buffers are reused as results come in."""
         batch_size = FIRST_BATCH_PER_WORKER * self._processes
-        payloads: List[bytes] = []
-        batch_bytes = 0
+        payloads: List[Any] = []
+        batch_bytes = queued_bytes = 0
         sent = 0
         for start in range(0, length, chunksize):
             payloads.append(dumps_chunk(list(itertools.islice(items, chunksize)), start))
             batch_bytes += len(payloads[-1])
+            queued_bytes += len(payloads[-1])
             full = len(payloads) >= batch_size or batch_bytes >= BATCH_BYTES
             if full and start + chunksize < length:
                 self._engine.add_tasks(job, sent, payloads, False)
@@ -298,6 +308,12 @@ class Pool:
                 payloads = []
                 batch_bytes = 0
                 batch_size = min(batch_size * 2, MAX_BATCH)
+                if queued_bytes >= LARGE_INPUT_BYTES:
+                    job.release_on_arrival()  # map_async keeps every result
+                    window = max(sent, LARGE_WINDOW_PER_WORKER * self._processes)
+                    sizes = itertools.repeat(chunksize)
+                    self._start_feeder(job, items, sizes, window, result, sent, start + chunksize)
+                    return
         self._engine.add_tasks(job, sent, payloads, True)
 
     def imap(
@@ -367,10 +383,16 @@ class Pool:
         sizes: Iterator[int],
         limit: int,
         result: Union[MapResult, IMapIterator],
+        first_chunk: int = 0,
+        first_item: int = 0,
     ) -> None:
+        """A thread that reads and sends the input from chunk `first_chunk`
+        (item `first_item`) on, at most `limit` chunks in flight."""
+        args = (self._engine, job, iter(iterable), sizes, limit, result._local_errors)
         feeder = threading.Thread(
             target=feed,
-            args=(self._engine, job, iter(iterable), sizes, limit, result._local_errors),
+            args=args,
+            kwargs=dict(first_chunk=first_chunk, first_item=first_item),
             name="ferropool-feeder",
             daemon=True,
         )
