@@ -4,6 +4,8 @@ Results must be exactly what a copy would give, whatever happens around."""
 
 from __future__ import annotations
 
+import time
+
 import _helpers as h
 import pytest
 
@@ -132,3 +134,31 @@ def test_an_unpicklable_item_after_the_window_starts_fails_the_map(make_pool):
     with pytest.raises(Exception, match="item 16 of the input"):
         pool.map(h.identity, items, chunksize=1)
     assert pool.map(h.identity, items[:2]) == items[:2]
+
+
+def test_imap_of_large_items_reads_fewer_ahead(make_pool):
+    """By default imap reads up to 32 chunks per worker ahead, but only 4
+    per worker once they pickle to a megabyte or more."""
+    pool = make_pool(2)
+    taken = []
+
+    def blocks():
+        for i in range(40):
+            taken.append(i)
+            yield bytes([i]) * (2 * MIB)
+
+    it = pool.imap(h.identity, blocks())
+    first = next(it)
+    assert first[0] == 0
+    time.sleep(0.5)  # let the feeder fill its window
+    # 8 in flight, one being read, the one taken by the consumer; slack of 2.
+    assert len(taken) <= 8 + 1 + 1 + 2, len(taken)
+    rest = list(it)
+    assert [r[0] for r in rest] == list(range(1, 40))
+
+
+def test_imap_of_a_list_hands_a_window_over_at_once(make_pool):
+    pool = make_pool(2)
+    items = list(range(5000))
+    assert list(pool.imap(h.square, items)) == [i * i for i in items]
+    assert sorted(pool.imap_unordered(h.square, range(5000))) == [i * i for i in range(5000)]

@@ -27,6 +27,8 @@ from ._pickling import dumps_chunk
 FIRST_BATCH = 4
 MAX_BATCH = 1024
 BATCH_BYTES = 64 * 1024
+# A pickled chunk this large makes feed() shrink its window to `large_limit`.
+LARGE_PAYLOAD = 1 << 20
 
 
 def feeder_min_room(limit: int) -> int:
@@ -91,13 +93,22 @@ def feed(
     on_stopped: Optional[Callable[[Callable[[BaseException], None]], None]] = None,
     first_chunk: int = 0,
     first_item: int = 0,
+    in_memory: bool = False,
+    large_limit: Optional[int] = None,
+    on_new_limit: Optional[Callable[[int], None]] = None,
 ) -> None:
     """Reads a lazy map's input (chunk sizes from `sizes`): at most `limit`
-    chunks in flight. When the job stops taking input before the input has
-    ended (the pool stopped, the consumer gave up), `on_stopped` may record
-    an error at the next position (it gets the function that records it).
-    The input's first chunk is chunk `first_chunk` (item `first_item`) of the
-    job: the ones before it were sent already."""
+    chunks in flight; at most `large_limit` once a chunk pickles to a
+    megabyte or more (then `on_new_limit(limit)` is called). When the job
+    stops taking input before the input has ended (the pool stopped, the
+    consumer gave up), `on_stopped` may record an error at the next position
+    (it gets the function that records it). The input's first chunk is chunk
+    `first_chunk` (item `first_item`) of the job: the ones before it were
+    sent already.
+
+    Input `in_memory` (a list, a range: reading it cannot block) is handed
+    over a window's worth at a time; any other input chunk by chunk, so that
+    a slow generator never holds back what it has already given."""
     reader = _Reader(job, items, local_errors, first_chunk, first_item)
     min_room = feeder_min_room(limit)
     try:
@@ -105,16 +116,30 @@ def feed(
         # pool, consumer gone): stop reading, even an endless input.
         room = job.wait_room(limit, min_room)
         while room:
-            room -= 1
-            start = reader.index
-            payload = reader.next_payload(next(sizes))
-            if reader.exhausted:
-                return
-            if payload is not None:
+            batch: List[Any] = []
+            batch_start = reader.index
+            while room:
+                room -= 1
+                payload = reader.next_payload(next(sizes))
+                if payload is None:
+                    break  # the input ended, or this chunk failed (recorded)
+                batch.append(payload)
+                if large_limit is not None and len(payload) >= LARGE_PAYLOAD:
+                    # Large chunks: fewer in flight (memory, recycled buffers).
+                    limit, large_limit = min(limit, large_limit), None
+                    min_room = feeder_min_room(limit)
+                    room = 0  # ask again, against the smaller window
+                    if on_new_limit is not None:
+                        on_new_limit(limit)
+                if not in_memory:
+                    break
+            if batch:
                 try:
-                    engine.add_tasks(job, start, [payload], False)
+                    engine.add_tasks(job, batch_start, batch, False)
                 except ValueError:
                     return  # the pool stopped; the job was failed there
+            if reader.exhausted:
+                return
             if not room:
                 room = job.wait_room(limit, min_room)
         if on_stopped is not None:

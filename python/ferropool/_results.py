@@ -12,6 +12,7 @@ import time
 from multiprocessing import TimeoutError as MPTimeoutError
 from typing import Any, Deque, Dict, List, Optional
 
+from ._feeding import feeder_min_room
 from ._outcomes import LOCAL_ERROR, decode
 
 __all__ = ["ApplyResult", "AsyncResult", "IMapIterator", "MapResult"]
@@ -191,6 +192,11 @@ class IMapIterator:
                     return value[0]
                 value.reverse()
                 self._buffer = value
+
+    def window_changed(self, limit: int) -> None:
+        """The feeder's window shrank (large chunks): give places back as
+        often as it now looks for them."""
+        self._release_every = min(self._release_every, feeder_min_room(limit))
 
     def _release(self) -> None:
         if self._unreleased:

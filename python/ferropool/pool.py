@@ -30,7 +30,7 @@ INIT, RUN, CLOSE, TERMINATE = "INIT", "RUN", "CLOSE", "TERMINATE"
 APPLY, MAP, STARMAP = 0, 1, 2
 # Chunks a lazy map keeps in flight per worker before reading more input
 # (the default of `buffersize`).
-CHUNKS_IN_FLIGHT_PER_WORKER = 8
+CHUNKS_IN_FLIGHT_PER_WORKER = 32
 # Lazy map_async over input without a length: chunks grow 1, 2, 4, ... to this.
 LAZY_MAP_MAX_CHUNK = 256
 # A sized map hands its pickled chunks to the engine in batches: the first of
@@ -260,7 +260,10 @@ class Pool:
         if not hasattr(iterable, "__len__"):
             # Read lazily; chunk sizes grow while the length is unknown.
             sizes = itertools.repeat(chunksize) if chunksize else _growing_chunks()
-            return self._start_lazy(func, mode, iterable, sizes, limit, callback, error_callback)
+            fixed = buffersize is not None
+            return self._start_lazy(
+                func, mode, iterable, sizes, limit, callback, error_callback, fixed
+            )
         length = len(iterable)  # type: ignore[arg-type]
         if chunksize is None:
             chunksize, extra = divmod(length, self._processes * 4)
@@ -312,7 +315,9 @@ class Pool:
                     job.release_on_arrival()  # map_async keeps every result
                     window = max(sent, LARGE_WINDOW_PER_WORKER * self._processes)
                     sizes = itertools.repeat(chunksize)
-                    self._start_feeder(job, items, sizes, window, result, sent, start + chunksize)
+                    self._start_feeder(
+                        job, items, sizes, window, result, sent, start + chunksize, True, True
+                    )
                     return
         self._engine.add_tasks(job, sent, payloads, True)
 
@@ -355,7 +360,8 @@ class Pool:
         job = self._new_job(func, MAP, False)
         it = IMapIterator(self, job, ordered, chunksize > 1, feeder_min_room(limit))
         self._iterators.add(it)
-        self._start_feeder(job, iterable, itertools.repeat(chunksize), limit, it)
+        sizes = itertools.repeat(chunksize)
+        self._start_feeder(job, iterable, sizes, limit, it, fixed_limit=buffersize is not None)
         return it
 
     def _start_lazy(
@@ -367,13 +373,14 @@ class Pool:
         limit: int,
         callback: Any,
         error_callback: Any,
+        fixed_limit: bool,
     ) -> MapResult:
         job = self._new_job(func, mode, callback is not None or error_callback is not None)
         # All results are kept until get(): a task's place in the read-ahead
         # window is free as soon as its result is in.
         job.release_on_arrival()
         result = MapResult(self, job, callback, error_callback)
-        self._start_feeder(job, iterable, sizes, limit, result)
+        self._start_feeder(job, iterable, sizes, limit, result, fixed_limit=fixed_limit)
         return result
 
     def _start_feeder(
@@ -385,14 +392,24 @@ class Pool:
         result: Union[MapResult, IMapIterator],
         first_chunk: int = 0,
         first_item: int = 0,
+        in_memory: bool = False,
+        fixed_limit: bool = False,
     ) -> None:
         """A thread that reads and sends the input from chunk `first_chunk`
-        (item `first_item`) on, at most `limit` chunks in flight."""
+        (item `first_item`) on, at most `limit` chunks in flight (fewer once
+        they are large, unless `buffersize` was given)."""
         args = (self._engine, job, iter(iterable), sizes, limit, result._local_errors)
+        kwargs = dict(
+            first_chunk=first_chunk,
+            first_item=first_item,
+            in_memory=in_memory or type(iterable) in (list, tuple, range),
+            large_limit=None if fixed_limit else LARGE_WINDOW_PER_WORKER * self._processes,
+            on_new_limit=getattr(result, "window_changed", None),
+        )
         feeder = threading.Thread(
             target=feed,
             args=args,
-            kwargs=dict(first_chunk=first_chunk, first_item=first_item),
+            kwargs=kwargs,
             name="ferropool-feeder",
             daemon=True,
         )
