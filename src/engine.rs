@@ -90,8 +90,9 @@ pub enum ServiceEvent {
     /// A job with callbacks has all its outcomes.
     JobComplete(JobId),
     Log(log::Level, String),
-    /// `fork`: fork worker `number` on this socket (the worker's end).
-    ForkWorker(u64, std::os::fd::OwnedFd),
+    /// `fork`: fork worker `number` on this socket (the worker's end); the
+    /// fd number of the engine's end, for the new process to close.
+    ForkWorker(u64, std::os::fd::OwnedFd, std::os::fd::RawFd),
 }
 
 #[derive(Default)]

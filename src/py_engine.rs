@@ -272,7 +272,8 @@ impl PyEngine {
 
     /// For the pool's service thread: waits for events, forwards engine log
     /// lines to Python's `logging`, and returns (ids of jobs whose callbacks
-    /// are due, workers to fork as (number, socket fd, now the caller's)).
+    /// are due, workers to fork as (number, socket fd, now the caller's, fd
+    /// of the engine's end, to be closed in the new process)).
     /// Returns None once the engine has ended and every event was handed out.
     #[pyo3(signature = (timeout=None))]
     #[allow(clippy::type_complexity)]
@@ -280,7 +281,7 @@ impl PyEngine {
         &self,
         py: Python<'_>,
         timeout: Option<f64>,
-    ) -> PyResult<Option<(Vec<u64>, Vec<(u64, RawFd)>)>> {
+    ) -> PyResult<Option<(Vec<u64>, Vec<(u64, RawFd, RawFd)>)>> {
         let service = &self.engine.shared.service;
         blocking_wait(py, service, timeout, |q| {
             !q.events.is_empty() || q.engine_done
@@ -296,7 +297,9 @@ impl PyEngine {
                 ServiceEvent::Log(level, message) => {
                     log::log!(target: "ferropool", level, "{message}")
                 }
-                ServiceEvent::ForkWorker(number, fd) => forks.push((number, fd.into_raw_fd())),
+                ServiceEvent::ForkWorker(number, fd, engine_end) => {
+                    forks.push((number, fd.into_raw_fd(), engine_end))
+                }
             }
         }
         if jobs.is_empty() && forks.is_empty() && done {

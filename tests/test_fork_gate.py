@@ -88,3 +88,31 @@ def test_pool_made_in_a_thread_outlives_that_thread():
         h.MARK = "as imported"
     assert {mark for _, _, mark in infos} == {"while the thread made the pool"}
     assert len({pid for _, pid, _ in infos}) <= 2
+
+
+def test_crash_loops_next_to_a_busy_pool_never_hang():
+    """Replacement workers forked while other workers' sockets are open in
+    the parent inherit copies of them; a worker's death must still be seen
+    (the engine watches its pid), or its task would wait for ever."""
+    import _fault_helpers as fh
+
+    busy = ferropool.get_context("fork").Pool(2)
+    stop = threading.Event()
+
+    def keep_busy():
+        while not stop.is_set():
+            busy.map(square, range(50), chunksize=1)
+
+    t = threading.Thread(target=keep_busy)
+    t.start()
+    try:
+        for _ in range(30):
+            with ferropool.ProcessPoolExecutor(2, mp_context=ferropool.get_context("fork")) as ex:
+                assert ex.submit(square, 3).result(timeout=30) == 9
+                futures = [ex.submit(fh.exit_worker, i) for i in range(60)]
+                for f in futures:
+                    assert f.exception(timeout=30) is not None
+    finally:
+        stop.set()
+        t.join()
+        busy.terminate()

@@ -113,6 +113,16 @@ def test_map_of_a_generator(fpool, chunksize):
     assert fpool.map(h.square, h.numbers(10), chunksize=chunksize) == [i * i for i in range(10)]
 
 
+@pytest.mark.parametrize("source", [range(1000), range(7, 3000, 3), range(500, 0, -1)])
+@pytest.mark.parametrize("chunksize", [None, 16, 100, 999])
+def test_map_over_a_range_in_range_chunks(fpool, source, chunksize):
+    # Large chunks of a range travel as ranges; the function sees the same ints.
+    assert fpool.map(h.square, source, chunksize) == [i * i for i in source]
+    assert fpool.map_async(type, source, chunksize).get(timeout=30) == [int] * len(source)
+    pids = fpool.map(h.pid, range(64), chunksize=32)
+    assert len(set(pids[:32])) == 1 and len(set(pids[32:])) == 1
+
+
 def test_map_chunks_run_whole_in_one_worker(fpool):
     # A chunk is one task: its items all run in the same worker.
     pids = fpool.map(h.pid, range(10), chunksize=5)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from multiprocessing import context as mp_context
 from multiprocessing import process, spawn, util
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 from . import _forkserver, _native
 from ._worker import InheritedFd, WorkerSetup, forked_worker_main
@@ -93,7 +93,7 @@ class Started:
     reap: Callable[[], None]
     # `fork`: forks a worker the engine asks for (number, socket fd); called
     # by the pool's service thread.
-    fork_worker: Optional[Callable[[int, int], None]] = None
+    fork_worker: Optional[Callable[[int, int, List[int]], None]] = None
     # Blocks until the pool's first workers exist (see _Forker.wait_first).
     wait_first: Callable[[], None] = _nothing
 
@@ -238,8 +238,9 @@ class _Forker:
             paused.resume()
         return pids
 
-    def fork_asked(self, number: int, sock_fd: int) -> None:
-        """Forks worker `number` on `sock_fd` for the engine (service thread)."""
+    def fork_asked(self, number: int, sock_fd: int, not_ours: List[int]) -> None:
+        """Forks worker `number` on `sock_fd` for the engine (service thread);
+        the new process closes the fds in `not_ours` (see `fork_asked`)."""
         pid: Optional[int] = None
         parent = os.getpid()
         phase, broken, _ = self.engine.status()
@@ -254,7 +255,7 @@ class _Forker:
             try:
                 pid = os.fork()
                 if pid == 0:
-                    forked_worker_main(sock_fd, self.setup, number, parent, [])
+                    forked_worker_main(sock_fd, self.setup, number, parent, not_ours)
             finally:
                 if pid != 0:
                     paused.resume()
@@ -283,12 +284,22 @@ class _Forker:
         self._first_forked.wait()
 
 
-def fork_asked(fork_worker: Optional[Callable[[int, int], None]], number: int, fd: int) -> None:
-    """Service threads: forks worker `number` on socket `fd` for the engine."""
-    if fork_worker is None:
-        os.close(fd)  # only `fork` engines ask; the engine sees a dead worker
-    else:
-        fork_worker(number, fd)
+def fork_asked(
+    fork_worker: Optional[Callable[[int, int, List[int]], None]],
+    forks: List[Tuple[int, int, int]],
+) -> None:
+    """Service threads: forks the workers the engine asked for, given as
+    (number, socket fd, fd of the engine's end). Each new process closes the
+    engine's end of its socket and every socket of the requests still
+    waiting: a process holding a copy of a worker's socket would keep it
+    from ever looking closed."""
+    engine_ends = [e for _, _, e in forks]
+    for i, (number, fd, _) in enumerate(forks):
+        if fork_worker is None:
+            os.close(fd)  # only `fork` engines ask; the engine sees a dead worker
+            continue
+        later = [f for _, f, _ in forks[i + 1 :]]
+        fork_worker(number, fd, engine_ends + later)
 
 
 def _worker_socketpair() -> tuple[socket.socket, socket.socket]:

@@ -232,7 +232,10 @@ def forked_worker_main(
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for fd in close_fds:
-            os.close(fd)
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # closed in the parent meanwhile
         _native.set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != parent_pid:
             os._exit(1)  # the parent died before prctl took effect

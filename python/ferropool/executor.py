@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import collections
 import itertools
+import logging
 import os
 import threading
 import time
@@ -226,10 +227,14 @@ class ProcessPoolExecutor(Executor):
             return
         settled = []
         broken = None
+        seen = set()
         for index, status, payload in stream.job.take():
             item = stream.in_flight.get(index)
-            if item is None:
+            if item is None or index in seen:
+                # A second outcome for one task (the pool broke just as it
+                # was sent, which fails it twice): the first one stands.
                 continue
+            seen.add(index)
             success, value = decode(status, payload)
             if status == POOL_BROKEN:
                 broken = value
@@ -392,10 +397,13 @@ def _serve_outcomes(
         if events is None:
             break
         jobs, forks = events
-        for number, sock_fd in forks:
-            _launch.fork_asked(fork_worker, number, sock_fd)
+        _launch.fork_asked(fork_worker, forks)
         for job_id in dict.fromkeys(jobs):
-            executor._outcomes_arrived(job_id)
+            try:
+                executor._outcomes_arrived(job_id)
+            except Exception:
+                # This thread also forks the workers: it must go on.
+                logging.getLogger("ferropool").exception("settling futures failed")
     on_engine_done()
 
 

@@ -43,6 +43,8 @@ BATCH_BYTES = 64 * 1024
 # feeder thread that keeps LARGE_WINDOW_PER_WORKER chunks per worker in flight.
 LARGE_INPUT_BYTES = 32 << 20
 LARGE_WINDOW_PER_WORKER = 4
+# map() over a range sends chunks of at least this many items as ranges.
+RANGE_CHUNKS_FROM = 16
 
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 
@@ -274,8 +276,14 @@ class Pool:
             callback = error_callback = None
         job = self._new_job(func, mode, callback is not None or error_callback is not None)
         result = MapResult(self, job, callback, error_callback)
+        chunksize = chunksize or 1
+        # A range's chunks travel as ranges (a few bytes, not a pickled list
+        # of its ints): the function gets the same ints.
+        as_range = iterable if mode == MAP and type(iterable) is range else None
+        if chunksize < RANGE_CHUNKS_FROM:
+            as_range = None  # a one-int list pickles smaller than a range
         try:
-            self._submit_chunks(job, iter(iterable), length, chunksize or 1, result)
+            self._submit_chunks(job, iter(iterable), length, chunksize, result, as_range)
         except BaseException:
             # A chunk could not be pickled: the call fails now; chunks already
             # sent run, and nobody hears of them (no callback either).
@@ -288,7 +296,13 @@ class Pool:
         return result
 
     def _submit_chunks(
-        self, job: Any, items: Iterator[Any], length: int, chunksize: int, result: MapResult
+        self,
+        job: Any,
+        items: Iterator[Any],
+        length: int,
+        chunksize: int,
+        result: MapResult,
+        as_range: Optional[range] = None,
     ) -> None:
         """Pickles a sized input chunk by chunk and hands the chunks to the
         engine in growing batches, so the workers start on the first chunks
@@ -301,7 +315,11 @@ class Pool:
         batch_bytes = queued_bytes = 0
         sent = 0
         for start in range(0, length, chunksize):
-            payloads.append(dumps_chunk(list(itertools.islice(items, chunksize)), start))
+            if as_range is not None:
+                chunk: Any = as_range[start : start + chunksize]
+            else:
+                chunk = list(itertools.islice(items, chunksize))
+            payloads.append(dumps_chunk(chunk, start))
             batch_bytes += len(payloads[-1])
             queued_bytes += len(payloads[-1])
             full = len(payloads) >= batch_size or batch_bytes >= BATCH_BYTES
@@ -315,6 +333,8 @@ class Pool:
                     job.release_on_arrival()  # map_async keeps every result
                     window = max(sent, LARGE_WINDOW_PER_WORKER * self._processes)
                     sizes = itertools.repeat(chunksize)
+                    if as_range is not None:
+                        items = iter(as_range[start + chunksize :])
                     self._start_feeder(
                         job, items, sizes, window, result, sent, start + chunksize, True, True
                     )
@@ -439,7 +459,7 @@ def _service_loop(
     engine: Any,
     cache: Dict[int, Any],
     on_engine_done: Optional[Callable[[], None]] = None,
-    fork_worker: Optional[Callable[[int, int], None]] = None,
+    fork_worker: Optional[Callable[[int, int, List[int]], None]] = None,
 ) -> None:
     """Runs callbacks of completed jobs, forwards the engine's log lines and
     (`fork` pools) forks the workers the engine asks for; once the engine has
@@ -449,8 +469,7 @@ def _service_loop(
         if events is None:
             break
         jobs, forks = events
-        for number, sock_fd in forks:
-            _launch.fork_asked(fork_worker, number, sock_fd)
+        _launch.fork_asked(fork_worker, forks)
         for job_id in jobs:
             result = cache.pop(job_id, None)
             if result is not None:

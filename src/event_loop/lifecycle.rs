@@ -8,6 +8,7 @@
 //!        └─────── replacement ◀── collect_exits ◀── bury_dead_workers (running task lost)
 //! ```
 
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use nix::sys::signal::{kill, Signal};
@@ -58,10 +59,11 @@ impl EventLoop {
                         out.push(Kind::Setup, 0, 0, number, setup);
                     }
                     let pid = launched.child.as_ref().map(OwnChild::pid);
+                    let exit_fd = launched.child.as_ref().and_then(OwnChild::exit_fd);
                     if let Some(fd) = launched.fork_request {
-                        self.shared
-                            .service
-                            .update(|q| q.events.push_back(ServiceEvent::ForkWorker(number, fd)));
+                        let engine_end = launched.sock.as_raw_fd();
+                        let event = ServiceEvent::ForkWorker(number, fd, engine_end);
+                        self.shared.service.update(|q| q.events.push_back(event));
                     }
                     self.workers.push(Worker {
                         number,
@@ -72,6 +74,7 @@ impl EventLoop {
                         state: WorkerState::Starting,
                         pid,
                         child: launched.child,
+                        exit_fd,
                         dead: false,
                         unforked: false,
                         timed_out: false,
@@ -93,7 +96,7 @@ impl EventLoop {
         let mut cancelled = Vec::new();
         self.shared.service.update(|q| {
             q.events.retain(|e| match e {
-                ServiceEvent::ForkWorker(number, _) => {
+                ServiceEvent::ForkWorker(number, _, _) => {
                     cancelled.push(*number);
                     false
                 }
@@ -132,9 +135,16 @@ impl EventLoop {
             }
             return;
         };
+        let stopping = self.broken.is_some() || self.phase == Phase::Terminating;
         if let Some(w) = self.workers.iter_mut().find(|w| w.number == number) {
+            let child = OwnChild::Forked(pid);
             w.pid = Some(pid);
-            w.child = Some(OwnChild::Forked(pid));
+            w.exit_fd = child.exit_fd();
+            w.child = Some(child);
+            if stopping {
+                // Forked while the pool was being stopped: it missed that.
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
         } else if let Some(d) = self.dying.iter_mut().find(|d| d.number == number) {
             let child = OwnChild::Forked(pid);
             d.pid = Some(pid);
@@ -173,7 +183,10 @@ impl EventLoop {
                 }
             }
             let child = w.child.take();
-            let exit_fd = child.as_ref().and_then(OwnChild::exit_fd);
+            let exit_fd = w
+                .exit_fd
+                .take()
+                .or_else(|| child.as_ref().and_then(OwnChild::exit_fd));
             self.dying.push(Dying {
                 pid,
                 number: w.number,

@@ -53,6 +53,10 @@ struct Worker {
     state: WorkerState,
     pid: Option<i32>,
     child: Option<OwnChild>,
+    /// Readable once our own child has ended (a pidfd): its death is seen
+    /// even while another process holds a copy of its socket (a fork made
+    /// meanwhile), which would keep that socket from closing.
+    exit_fd: Option<OwnedFd>,
     dead: bool,
     /// Never forked (its fork request was cancelled, or the fork failed).
     unforked: bool,
@@ -261,6 +265,13 @@ impl EventLoop {
             }
             fds.push(pollfd(w.sock.as_raw_fd(), events));
         }
+        let mut exit_watch = Vec::new();
+        for (idx, w) in self.workers.iter().enumerate() {
+            if let Some(fd) = &w.exit_fd {
+                exit_watch.push(idx);
+                fds.push(pollfd(fd.as_raw_fd(), libc::POLLIN));
+            }
+        }
         for d in &self.dying {
             if let Some(fd) = &d.exit_fd {
                 fds.push(pollfd(fd.as_raw_fd(), libc::POLLIN));
@@ -281,6 +292,12 @@ impl EventLoop {
         let n = self.poll_spinning_first(&mut fds, timeout_ms);
         if n <= 0 {
             return Vec::new();
+        }
+        let first_exit = 2 + self.workers.len();
+        for (k, idx) in exit_watch.into_iter().enumerate() {
+            if fds[first_exit + k].revents != 0 {
+                self.workers[idx].dead = true;
+            }
         }
         fds[2..2 + self.workers.len()]
             .iter()
