@@ -60,11 +60,12 @@ def assert_worker_lost(exc, how, pid):
 
 def assert_replaced(dead_pid, count=2):
     """A new worker took the dead one's place."""
+    # A signalled process runs on for a moment: count workers once it is gone.
+    assert fh.wait_pid_gone(dead_pid) is not None, f"worker {dead_pid} still runs"
     workers = fh.wait_for_workers(count)
     pids = {p.pid for p in workers}
     assert len(pids) == count, f"expected {count} workers, found {sorted(pids)}"
     assert dead_pid not in pids
-    assert fh.wait_pid_gone(dead_pid) is not None, f"worker {dead_pid} still runs"
 
 
 def error_text(exc):
