@@ -89,10 +89,10 @@ def _nothing() -> None:
 @dataclass
 class Started:
     engine: Any
-    # Waits for helper processes (the zygote) after the engine finished.
+    # Waits for helper processes (the forkserver zygote) after the engine finished.
     reap: Callable[[], None]
-    # `fork`: forks a worker the engine asks for (number, socket fd); called
-    # by the pool's service thread.
+    # `fork`: forks a worker the engine asks for (number, socket fd, fds the
+    # new process closes); called through `fork_asked` by the service thread.
     fork_worker: Optional[Callable[[int, int, List[int]], None]] = None
     # Blocks until the pool's first workers exist (see _Forker.wait_first).
     wait_first: Callable[[], None] = _nothing

@@ -281,19 +281,26 @@ def _probe_main(argv: List[str]) -> None:
     print(json.dumps(times), flush=True)
 
 
-def run_probe(impl: str, method: str, first: bool, count: int, timeout: float = 300) -> List[float]:
-    cmd = [
-        sys.executable,
-        "-c",
-        "import sys; from ferropool.bench.adapters import _probe_main; _probe_main(sys.argv[1:])",
-        impl,
-        method,
-        "first" if first else "repeated",
-        str(count),
-    ]
+def run_in_fresh_interpreter(
+    what: str, entry: str, args: Sequence[str], timeout: float = 300
+) -> List[float]:
+    """Runs ``entry(argv)`` (``module:function``) in a fresh interpreter;
+    returns the JSON list of seconds it prints last. `what` names it in
+    errors."""
+    module, func = entry.split(":")
+    code = f"import sys; from {module} import {func} as m; m(sys.argv[1:])"
+    cmd = [sys.executable, "-c", code, *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        raise RuntimeError(f"start-up probe failed (exit {proc.returncode}): {tail}")
+        raise RuntimeError(f"{what} probe failed (exit {proc.returncode}): {tail}")
     times: List[float] = json.loads(proc.stdout.strip().splitlines()[-1])
     return times
+
+
+def run_probe(impl: str, method: str, first: bool, count: int, timeout: float = 300) -> List[float]:
+    which = "first" if first else "repeated"
+    args = [impl, method, which, str(count)]
+    return run_in_fresh_interpreter(
+        "start-up", "ferropool.bench.adapters:_probe_main", args, timeout
+    )

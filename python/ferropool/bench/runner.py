@@ -12,13 +12,19 @@ from __future__ import annotations
 import gc
 import importlib
 import json
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
-from .adapters import PEERS, NotAvailable, open_executor, open_pool, run_probe
+from .adapters import (
+    PEERS,
+    NotAvailable,
+    open_executor,
+    open_pool,
+    run_in_fresh_interpreter,
+    run_probe,
+)
 from .workloads import MIB, Config, Row, burn, identity, inc
 
 if TYPE_CHECKING:
@@ -205,18 +211,9 @@ def _payload_probe_main(argv: Sequence[str]) -> None:
 def run_payload_probe(
     impl: str, method: str, processes: int, key: str, n: int, rounds: int, timeout: float = 600
 ) -> List[float]:
-    code = (
-        "import sys; from ferropool.bench.runner import _payload_probe_main as m; m(sys.argv[1:])"
-    )
     args = [impl, method, str(processes), key, str(n), str(rounds)]
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout
-    )
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        raise RuntimeError(f"payload probe failed (exit {proc.returncode}): {tail}")
-    times: List[float] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return times
+    entry = "ferropool.bench.runner:_payload_probe_main"
+    return run_in_fresh_interpreter("payload", entry, args, timeout)
 
 
 class SerialCase(Case):
