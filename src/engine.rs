@@ -30,6 +30,7 @@ use crate::sync::{lock, Signal};
 pub struct EngineConfig {
     pub processes: usize,
     pub tasks_per_worker: Option<u64>,
+    /// The most tasks one worker may hold (see `Scheduler::depth`).
     pub prefetch: usize,
     /// Number given to the first worker (names like `ForkPoolWorker-N`).
     pub first_worker_number: u64,

@@ -227,6 +227,9 @@ pub struct FrameDecoder {
     large: Option<LargeFrame>,
     /// The last large payload handed out by reference (kept until the next call).
     handed_out: Vec<u8>,
+    /// The last `read_from` got less than it had room for: the stream had
+    /// nothing more at that moment, so another read would only say so.
+    drained: bool,
 }
 
 impl FrameDecoder {
@@ -306,16 +309,25 @@ impl FrameDecoder {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         if let Some(l) = self.large.as_mut() {
             if l.filled < l.data.len() {
+                let room = l.data.len() - l.filled;
                 let n = r.read(&mut l.data[l.filled..])?;
                 l.filled += n;
+                self.drained = n < room;
                 return Ok(n);
             }
         }
         let want = self.wanted().max(MIN_READ);
         self.reserve(want);
+        let room = self.buf.len() - self.end;
         let n = r.read(&mut self.buf[self.end..])?;
         self.end += n;
+        self.drained = n < room;
         Ok(n)
+    }
+
+    /// Whether the last `read_from` found the stream drained (see `drained`).
+    pub fn drained(&self) -> bool {
+        self.drained
     }
 
     /// Bytes received but not yet part of a complete frame.

@@ -69,7 +69,7 @@ impl PyEngine {
     #[pyo3(signature = (processes, *, spawn_argv=None, inherited_fds=Vec::new(), zygote_fd=None,
                         fork_workers=false, first_worker_fds=Vec::new(),
                         first_worker_pids=Vec::new(),
-                        prepare=None, setup=None, tasks_per_worker=None, prefetch=8,
+                        prepare=None, setup=None, tasks_per_worker=None, prefetch=64,
                         first_worker_number=1, boot_failure_limit=3, task_timeout=None,
                         crash_limit=10, crash_window=10.0))]
     #[allow(clippy::too_many_arguments)]

@@ -12,10 +12,11 @@
 //! A worker runs its tasks in the order it received them, so the first task
 //! in its in-flight list is the one it is running.
 //!
-//! Prefetch (a second task queued on a busy worker) hides the hand-off
-//! latency of short tasks, but a task queued behind a long one waits even if
-//! another worker goes idle. So it is adaptive: only while the moving
-//! average of recent task times is short.
+//! Prefetch (tasks queued on a busy worker) hides the hand-off latency of
+//! short tasks and lets one system call carry many frames, but a task queued
+//! behind a long one waits even if another worker goes idle. So it is
+//! adaptive: a worker holds about `QUEUED_WORK` of tasks by the moving
+//! average of recent task times, and only one while tasks are long.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -33,10 +34,12 @@ pub struct Task {
     pub sent_at: Option<Instant>,
 }
 
-/// Tasks shorter than this on average are worth prefetching (one extra).
+/// Tasks shorter than this on average are worth prefetching.
 pub const PREFETCH_BELOW: Duration = Duration::from_millis(5);
-/// Tasks this short are pure overhead: keep up to the full prefetch queued.
-pub const DEEP_PREFETCH_BELOW: Duration = Duration::from_micros(200);
+/// How much work (by the average task time) a worker may have queued behind
+/// the task it runs: at most about this much is stuck behind a task that
+/// turns out long while another worker idles.
+pub const QUEUED_WORK: Duration = Duration::from_millis(1);
 
 struct JobEntry {
     job: Arc<Job>,
@@ -216,7 +219,12 @@ impl Scheduler {
         workers: impl Iterator<Item = (&'a mut WorkerSlot, &'a mut Outbox)>,
     ) {
         let mut workers: Vec<_> = workers.collect();
-        for depth in 1..=self.depth() {
+        let least_held = workers
+            .iter()
+            .map(|(slot, _)| slot.inflight.len())
+            .min()
+            .unwrap_or(0);
+        for depth in least_held + 1..=self.depth() {
             for (slot, out) in workers.iter_mut() {
                 if self.queue.is_empty() {
                     return;
@@ -238,11 +246,18 @@ impl Scheduler {
         })
     }
 
-    /// How many tasks a worker may hold now.
+    /// How many tasks a worker may hold now: one while task times are
+    /// unknown or long, else the running one plus `QUEUED_WORK` of queued
+    /// ones (at least one, at most `prefetch` in all).
     pub fn depth(&self) -> usize {
         match self.task_time {
-            Some(t) if t < DEEP_PREFETCH_BELOW => self.prefetch,
-            Some(t) if t < PREFETCH_BELOW => self.prefetch.min(2),
+            Some(t) if t < PREFETCH_BELOW => {
+                let queued = QUEUED_WORK.as_nanos() / t.as_nanos().max(1);
+                let wanted = usize::try_from(queued)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(1);
+                wanted.max(2).min(self.prefetch)
+            }
             _ => 1,
         }
     }

@@ -7,17 +7,32 @@
 //! guards stays consistent because every critical section is a few plain
 //! assignments.
 
-use std::sync::{Condvar, Mutex, MutexGuard, TryLockError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The engine thread updates a job's state once per result, so an update
+/// must stay cheap: it wakes the condition variable only when a thread is
+/// asleep on it (a notify is a system call even with nobody waiting), and
+/// spinning waiters watch a version counter instead of taking the lock (which
+/// would make the updater sleep on a contended mutex).
 #[derive(Default)]
 pub struct Signal<T> {
     state: Mutex<T>,
     changed: Condvar,
+    /// Threads inside `wait_until`'s condition-variable wait, and whether a
+    /// wake-up has been sent that no sleeper has seen yet (a thread woken
+    /// takes a while to run; further updates meanwhile need no second
+    /// wake-up). Both change only with `state` locked, so an updater holding
+    /// the lock sees every waiter that could miss its change.
+    sleepers: AtomicUsize,
+    wake_sent: AtomicBool,
+    /// Bumped by every `update`, for `spin_until`.
+    version: AtomicU64,
 }
 
 impl<T> Signal<T> {
@@ -25,6 +40,9 @@ impl<T> Signal<T> {
         Signal {
             state: Mutex::new(value),
             changed: Condvar::new(),
+            sleepers: AtomicUsize::new(0),
+            wake_sent: AtomicBool::new(false),
+            version: AtomicU64::new(0),
         }
     }
 
@@ -34,8 +52,15 @@ impl<T> Signal<T> {
 
     /// Runs `f` on the state and wakes every waiter.
     pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let r = f(&mut self.lock());
-        self.changed.notify_all();
+        let mut guard = self.lock();
+        let r = f(&mut guard);
+        self.version.fetch_add(1, Ordering::Release);
+        let wake = self.sleepers.load(Ordering::Relaxed) > 0
+            && !self.wake_sent.swap(true, Ordering::Relaxed);
+        drop(guard);
+        if wake {
+            self.changed.notify_all();
+        }
         r
     }
 
@@ -51,26 +76,31 @@ impl<T> Signal<T> {
             if now >= until {
                 return false;
             }
+            self.sleepers.fetch_add(1, Ordering::Relaxed);
+            // Whatever wake-up was sent came before this sleep: the next
+            // update must send another.
+            self.wake_sent.store(false, Ordering::Relaxed);
             guard = match self.changed.wait_timeout(guard, until - now) {
                 Ok((g, _)) => g,
                 Err(poisoned) => poisoned.into_inner().0,
             };
+            self.sleepers.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
     /// Looks at the state, yielding the CPU in between, until `done(state)`
     /// holds (true) or `until` passes (false). Never sleeps: for waits that
-    /// are usually short.
+    /// are usually short. The lock is taken only when the state has changed.
     pub fn spin_until(&self, until: Instant, mut done: impl FnMut(&mut T) -> bool) -> bool {
+        let mut seen: Option<u64> = None; // the first look always checks
         loop {
             std::thread::yield_now();
-            let looked = match self.state.try_lock() {
-                Ok(mut guard) => Some(done(&mut guard)),
-                Err(TryLockError::Poisoned(p)) => Some(done(&mut p.into_inner())),
-                Err(TryLockError::WouldBlock) => None, // being updated: look again
-            };
-            if looked == Some(true) {
-                return true;
+            let now_version = self.version.load(Ordering::Acquire);
+            if seen != Some(now_version) {
+                seen = Some(now_version);
+                if done(&mut self.lock()) {
+                    return true;
+                }
             }
             if Instant::now() >= until {
                 return false;

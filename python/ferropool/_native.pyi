@@ -53,7 +53,7 @@ class Engine:
         prepare: Optional[bytes] = None,
         setup: Optional[bytes] = None,
         tasks_per_worker: Optional[int] = None,
-        prefetch: int = 8,
+        prefetch: int = 64,
         first_worker_number: int = 1,
         boot_failure_limit: int = 3,
         task_timeout: Optional[float] = None,

@@ -5,7 +5,6 @@ unpickled in the thread that asks for them, once."""
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
 import threading
 import time
@@ -137,9 +136,15 @@ class MapResult(ApplyResult):
             return False, self._failure
         chunks, self._chunks = self._chunks, {}
         # Chunks are numbered 0, 1, ... with none missing once all are in.
-        return True, list(
-            itertools.chain.from_iterable(map(chunks.__getitem__, range(len(chunks))))
-        )
+        # The first chunk's list was just unpickled and is ours alone, so it
+        # becomes the result; `+=` copies the others' pointers in one go
+        # (several times faster than iterating them).
+        result = chunks.pop(0, [])
+        if type(result) is not list:
+            result = list(result)
+        for index in range(1, len(chunks) + 1):
+            result += chunks[index]
+        return True, result
 
 
 class IMapIterator:

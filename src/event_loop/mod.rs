@@ -163,6 +163,11 @@ pub struct EventLoop {
     shared: Arc<Shared>,
     commands: Receiver<Command>,
     wake_rx: UnixStream,
+    /// What the last poll said of the wake-up socket and the zygote's
+    /// control socket: they are read only then (a read that finds nothing
+    /// is a wasted system call on every turn of a busy loop).
+    wake_readable: bool,
+    zygote_readable: bool,
     scheduler: Scheduler,
     workers: Vec<Worker>,
     dying: Vec<Dying>,
@@ -195,6 +200,8 @@ impl EventLoop {
             shared,
             commands,
             wake_rx,
+            wake_readable: false,
+            zygote_readable: false,
             scheduler: Scheduler::new(prefetch),
             workers: Vec::new(),
             dying: Vec::new(),
@@ -290,6 +297,8 @@ impl EventLoop {
             };
         }
         let n = self.poll_spinning_first(&mut fds, timeout_ms);
+        self.wake_readable = n > 0 && fds[0].revents != 0;
+        self.zygote_readable = n > 0 && fds[1].revents != 0;
         if n <= 0 {
             return Vec::new();
         }
@@ -334,9 +343,12 @@ impl EventLoop {
 
     fn drain_commands(&mut self) {
         let mut sink = [0u8; 256];
-        while let Ok(n) = (&self.wake_rx).read(&mut sink) {
-            if n == 0 {
-                break;
+        if self.wake_readable {
+            // A full read may have left more behind; a short one emptied it.
+            while let Ok(n) = (&self.wake_rx).read(&mut sink) {
+                if n < sink.len() {
+                    break;
+                }
             }
         }
         clear_wake(&self.shared);
@@ -435,6 +447,9 @@ impl EventLoop {
         loop {
             let w = &mut self.workers[idx];
             match socket_step(w.decoder.read_from(&mut w.sock)) {
+                // A short read emptied the socket: the next poll says when
+                // there is more, without a read that fails with EAGAIN.
+                Step::Again if w.decoder.drained() => break,
                 Step::Again => continue,
                 Step::Blocked => break,
                 Step::Closed => {
@@ -530,7 +545,7 @@ impl EventLoop {
         let Some(launcher) = self.launcher.as_mut() else {
             return;
         };
-        if launcher.control_fd().is_none() {
+        if launcher.control_fd().is_none() || !self.zygote_readable {
             return;
         }
         match launcher.zygote_events() {
