@@ -137,8 +137,8 @@ def test_an_unpicklable_item_after_the_window_starts_fails_the_map(make_pool):
 
 
 def test_imap_of_large_items_reads_fewer_ahead(make_pool):
-    """By default imap reads up to 32 chunks per worker ahead, but only 4
-    per worker once they pickle to a megabyte or more."""
+    """By default imap reads 32 chunks per worker ahead at first, but only
+    4 per worker once they pickle to a megabyte or more."""
     pool = make_pool(2)
     taken = []
 

@@ -4,8 +4,8 @@
                  │ input raised / chunk unpicklable
                  └──▶ local_errors[index] + Job.add_local_error(index)
 
-`feed` is lazy: it keeps at most `limit` chunks in the job's read-ahead
-window (a chunk's place is freed when its consumer takes it, see
+`feed` is lazy: it keeps at most `Window.limit` chunks in the job's
+read-ahead window (a chunk's place is freed when its consumer takes it, see
 `Job.release`). `feed_all` reads everything at once, as the stdlib does.
 
 As in the stdlib, a chunk that cannot be pickled fails at its own position
@@ -17,7 +17,7 @@ ends the input. Such failures never reach a worker: the exception stays in
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 from ._pickling import dumps_chunk
 
@@ -27,14 +27,54 @@ from ._pickling import dumps_chunk
 FIRST_BATCH = 4
 MAX_BATCH = 1024
 BATCH_BYTES = 64 * 1024
-# A pickled chunk this large makes feed() shrink its window to `large_limit`.
+# A pickled chunk or result this large shrinks an adaptive window.
 LARGE_PAYLOAD = 1 << 20
+# An adaptive window grows only while every result is smaller than this.
+SMALL_RESULT = 64 * 1024
 
 
 def feeder_min_room(limit: int) -> int:
     """The feeder wakes only once this much of its window of `limit` chunks
     is free, then fills it: fewer thread switches than one per chunk."""
     return max(1, limit // 4)
+
+
+class Window:
+    """How many chunks a lazy map keeps in flight (sent and not yet
+    consumed). A user's ``buffersize`` is fixed. The default is adaptive: it
+    starts at `limit` and doubles, up to `most`, each time a window's worth
+    of results has been consumed while all of them were small (the hand-offs
+    between consumer, feeder, engine and workers then cost less than the
+    tasks); once an input chunk or a result pickles to LARGE_PAYLOAD or more
+    it drops to `large` for good (bounded memory)."""
+
+    def __init__(self, limit: int, most: Optional[int] = None, large: Optional[int] = None):
+        self.limit = limit
+        self._most = limit if most is None else max(limit, most)
+        self._large = large
+        self._consumed = 0
+
+    def saw_large_payload(self) -> bool:
+        """Shrinks an adaptive window; returns whether the limit changed."""
+        if self._large is None or self.limit <= self._large:
+            self._most = self.limit
+            return False
+        self.limit = self._most = self._large
+        return True
+
+    def consumed(self, chunks: int, largest_result: int) -> None:
+        """The consumer took `chunks` results, the largest pickled to
+        `largest_result` bytes."""
+        if largest_result >= LARGE_PAYLOAD:
+            self.saw_large_payload()
+        if self.limit >= self._most:
+            return
+        self._consumed += chunks
+        if largest_result >= SMALL_RESULT:
+            self._most = self.limit  # no growth once results are not small
+        elif self._consumed >= self.limit:
+            self.limit = min(self.limit * 2, self._most)
+            self._consumed = 0
 
 
 class _Reader:
@@ -88,18 +128,16 @@ def feed(
     job: Any,
     items: Iterator[Any],
     sizes: Iterator[int],
-    limit: int,
+    window: Union[int, Window],
     local_errors: Dict[int, BaseException],
     on_stopped: Optional[Callable[[Callable[[BaseException], None]], None]] = None,
     first_chunk: int = 0,
     first_item: int = 0,
     in_memory: bool = False,
-    large_limit: Optional[int] = None,
-    on_new_limit: Optional[Callable[[int], None]] = None,
 ) -> None:
-    """Reads a lazy map's input (chunk sizes from `sizes`): at most `limit`
-    chunks in flight; at most `large_limit` once a chunk pickles to a
-    megabyte or more (then `on_new_limit(limit)` is called). When the job
+    """Reads a lazy map's input (chunk sizes from `sizes`): at most
+    `window` chunks in flight (a number, or a `Window` read before each
+    wait, shrunk here once a chunk pickles to a megabyte or more). When the job
     stops taking input before the input has ended (the pool stopped, the
     consumer gave up), `on_stopped` may record an error at the next position
     (it gets the function that records it). The input's first chunk is chunk
@@ -110,11 +148,16 @@ def feed(
     over a window's worth at a time; any other input chunk by chunk, so that
     a slow generator never holds back what it has already given."""
     reader = _Reader(job, items, local_errors, first_chunk, first_item)
-    min_room = feeder_min_room(limit)
+    if not isinstance(window, Window):
+        window = Window(window)
+
+    def wait_room() -> int:
+        # 0 once the job takes no more input (terminate, broken pool,
+        # consumer gone): stop reading, even an endless input.
+        return job.wait_room(window.limit, feeder_min_room(window.limit))
+
     try:
-        # wait_room is 0 once the job takes no more input (terminate, broken
-        # pool, consumer gone): stop reading, even an endless input.
-        room = job.wait_room(limit, min_room)
+        room = wait_room()
         while room:
             batch: List[Any] = []
             batch_start = reader.index
@@ -124,13 +167,9 @@ def feed(
                 if payload is None:
                     break  # the input ended, or this chunk failed (recorded)
                 batch.append(payload)
-                if large_limit is not None and len(payload) >= LARGE_PAYLOAD:
-                    # Large chunks: fewer in flight (memory, recycled buffers).
-                    limit, large_limit = min(limit, large_limit), None
-                    min_room = feeder_min_room(limit)
+                # Large chunks: fewer in flight (memory, recycled buffers).
+                if len(payload) >= LARGE_PAYLOAD and window.saw_large_payload():
                     room = 0  # ask again, against the smaller window
-                    if on_new_limit is not None:
-                        on_new_limit(limit)
                 if not in_memory:
                     break
             if batch:
@@ -141,7 +180,7 @@ def feed(
             if reader.exhausted:
                 return
             if not room:
-                room = job.wait_room(limit, min_room)
+                room = wait_room()
         if on_stopped is not None:
             on_stopped(reader.fail)
     finally:

@@ -11,7 +11,7 @@ import time
 from multiprocessing import TimeoutError as MPTimeoutError
 from typing import Any, Deque, Dict, List, Optional
 
-from ._feeding import feeder_min_room
+from ._feeding import Window, feeder_min_room
 from ._outcomes import LOCAL_ERROR, decode
 
 __all__ = ["ApplyResult", "AsyncResult", "IMapIterator", "MapResult"]
@@ -151,7 +151,7 @@ class IMapIterator:
     """The iterator ``imap`` and ``imap_unordered`` return."""
 
     def __init__(
-        self, pool: Any, job: Any, ordered: bool, chunked: bool, release_every: int = 1
+        self, pool: Any, job: Any, ordered: bool, chunked: bool, window: Optional[Window] = None
     ) -> None:
         self._pool: Optional[Any] = pool
         self._job = job
@@ -164,10 +164,12 @@ class IMapIterator:
         self._buffer: List[Any] = []
         self._stopped = False
         # Chunks consumed whose place in the read-ahead window is not given
-        # back yet: given back `release_every` at a time (the feeder only
-        # wakes for that much room), and always before waiting for more.
+        # back yet: given back as many at a time as the feeder waits for
+        # (feeder_min_room), and always before waiting for more. The largest
+        # of their pickled results tells the window whether it may grow.
         self._unreleased = 0
-        self._release_every = release_every
+        self._largest_unreleased = 0
+        self._window = window
         # Exceptions of tasks that never left the parent, by index (see pool._feed).
         self._local_errors: Dict[int, BaseException] = {}
         self._lock = threading.Lock()
@@ -187,7 +189,7 @@ class IMapIterator:
                     raise StopIteration
                 success, value = self._next_chunk(timeout)
                 self._unreleased += 1  # its place in the read-ahead window is free
-                if self._unreleased >= self._release_every:
+                if self._unreleased >= self._release_every():
                     self._release()
                 if not success:
                     if self._chunked:
@@ -198,15 +200,16 @@ class IMapIterator:
                 value.reverse()
                 self._buffer = value
 
-    def window_changed(self, limit: int) -> None:
-        """The feeder's window shrank (large chunks): give places back as
-        often as it now looks for them."""
-        self._release_every = min(self._release_every, feeder_min_room(limit))
+    def _release_every(self) -> int:
+        return 1 if self._window is None else feeder_min_room(self._window.limit)
 
     def _release(self) -> None:
         if self._unreleased:
+            if self._window is not None:
+                self._window.consumed(self._unreleased, self._largest_unreleased)
             self._job.release(self._unreleased)
             self._unreleased = 0
+            self._largest_unreleased = 0
 
     def _next_chunk(self, timeout: Optional[float]) -> tuple:
         while True:
@@ -232,6 +235,8 @@ class IMapIterator:
     def _decode(self, index: int, status: int, payload: bytes) -> tuple:
         if status == LOCAL_ERROR:
             return False, self._local_errors.pop(index)
+        if len(payload) > self._largest_unreleased:
+            self._largest_unreleased = len(payload)
         return decode(status, payload)
 
     def _finish(self) -> tuple:

@@ -37,7 +37,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, Iterator, Optional
 
 from . import _launch
 from ._errors import BrokenProcessPool
-from ._feeding import feed, feed_all, feeder_min_room
+from ._feeding import Window, feed, feed_all
 from ._outcomes import POOL_BROKEN, decode
 from ._pickling import dumps_call, dumps_function
 from ._results import IMapIterator
@@ -298,14 +298,14 @@ class ProcessPoolExecutor(Executor):
             job = self._engine.new_job(func, STARMAP, False)
             self._map_jobs.add(job)
         items = zip(*iterables)
-        results = IMapIterator(None, job, ordered=True, chunked=True)
-        if buffersize is None:
+        window = None if buffersize is None else Window(buffersize)
+        results = IMapIterator(None, job, ordered=True, chunked=True, window=window)
+        if window is None:
             feed_all(self._engine, job, items, chunksize, results._local_errors)
         else:
-            results._release_every = feeder_min_room(buffersize)
             threading.Thread(
                 target=feed,
-                args=(self._engine, job, items, itertools.repeat(chunksize), buffersize),
+                args=(self._engine, job, items, itertools.repeat(chunksize), window),
                 kwargs=dict(local_errors=results._local_errors, on_stopped=self._map_input_cut),
                 name="ferropool-feeder",
                 daemon=True,

@@ -20,7 +20,7 @@ import weakref
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Union
 
 from . import _launch
-from ._feeding import feed, feeder_min_room
+from ._feeding import Window, feed
 from ._pickling import dumps_call, dumps_chunk, dumps_function
 from ._results import ApplyResult, AsyncResult, IMapIterator, MapResult
 
@@ -29,8 +29,10 @@ __all__ = ["Pool", "AsyncResult", "ApplyResult", "MapResult", "IMapIterator"]
 INIT, RUN, CLOSE, TERMINATE = "INIT", "RUN", "CLOSE", "TERMINATE"
 APPLY, MAP, STARMAP = 0, 1, 2
 # Chunks a lazy map keeps in flight per worker before reading more input
-# (the default of `buffersize`).
+# (the default of `buffersize`): at first, and at most once imap's consumer
+# has shown that results are small (see _feeding.Window).
 CHUNKS_IN_FLIGHT_PER_WORKER = 32
+MOST_CHUNKS_IN_FLIGHT_PER_WORKER = 256
 # Lazy map_async over input without a length: chunks grow 1, 2, 4, ... to this.
 LAZY_MAP_MAX_CHUNK = 256
 # A sized map hands its pickled chunks to the engine in batches: the first of
@@ -183,15 +185,21 @@ class Pool:
     def _new_job(self, func: Any, mode: int, has_callback: bool) -> Any:
         return self._engine.new_job(dumps_function(func), mode, has_callback)
 
-    def _check_buffersize(self, buffersize: Optional[int]) -> int:
-        """The number of chunks a lazy map keeps in flight."""
+    def _window(self, buffersize: Optional[int]) -> Window:
+        """How many chunks a lazy map keeps in flight: `buffersize`, or an
+        adaptive default."""
         if buffersize is None:
-            return max(2, self._processes * CHUNKS_IN_FLIGHT_PER_WORKER)
+            n = self._processes
+            return Window(
+                max(2, n * CHUNKS_IN_FLIGHT_PER_WORKER),
+                most=n * MOST_CHUNKS_IN_FLIGHT_PER_WORKER,
+                large=n * LARGE_WINDOW_PER_WORKER,
+            )
         if isinstance(buffersize, bool) or not isinstance(buffersize, int):
             raise TypeError("buffersize must be an integer or None")
         if buffersize < 1:
             raise ValueError("buffersize must be None or > 0")
-        return buffersize
+        return Window(buffersize)
 
     def apply(
         self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: Optional[dict] = None
@@ -258,14 +266,11 @@ class Pool:
         _check_callable(func)
         if chunksize is not None and chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
-        limit = self._check_buffersize(buffersize)
+        window = self._window(buffersize)
         if not hasattr(iterable, "__len__"):
             # Read lazily; chunk sizes grow while the length is unknown.
             sizes = itertools.repeat(chunksize) if chunksize else _growing_chunks()
-            fixed = buffersize is not None
-            return self._start_lazy(
-                func, mode, iterable, sizes, limit, callback, error_callback, fixed
-            )
+            return self._start_lazy(func, mode, iterable, sizes, window, callback, error_callback)
         length = len(iterable)  # type: ignore[arg-type]
         if chunksize is None:
             chunksize, extra = divmod(length, self._processes * 4)
@@ -331,12 +336,12 @@ class Pool:
                 batch_size = min(batch_size * 2, MAX_BATCH)
                 if queued_bytes >= LARGE_INPUT_BYTES:
                     job.release_on_arrival()  # map_async keeps every result
-                    window = max(sent, LARGE_WINDOW_PER_WORKER * self._processes)
+                    window = Window(max(sent, LARGE_WINDOW_PER_WORKER * self._processes))
                     sizes = itertools.repeat(chunksize)
                     if as_range is not None:
                         items = iter(as_range[start + chunksize :])
                     self._start_feeder(
-                        job, items, sizes, window, result, sent, start + chunksize, True, True
+                        job, items, sizes, window, result, sent, start + chunksize, True
                     )
                     return
         self._engine.add_tasks(job, sent, payloads, True)
@@ -376,12 +381,11 @@ class Pool:
         _check_callable(func)
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
-        limit = self._check_buffersize(buffersize)
+        window = self._window(buffersize)
         job = self._new_job(func, MAP, False)
-        it = IMapIterator(self, job, ordered, chunksize > 1, feeder_min_room(limit))
+        it = IMapIterator(self, job, ordered, chunksize > 1, window)
         self._iterators.add(it)
-        sizes = itertools.repeat(chunksize)
-        self._start_feeder(job, iterable, sizes, limit, it, fixed_limit=buffersize is not None)
+        self._start_feeder(job, iterable, itertools.repeat(chunksize), window, it)
         return it
 
     def _start_lazy(
@@ -390,17 +394,16 @@ class Pool:
         mode: int,
         iterable: Iterable[Any],
         sizes: Iterator[int],
-        limit: int,
+        window: Window,
         callback: Any,
         error_callback: Any,
-        fixed_limit: bool,
     ) -> MapResult:
         job = self._new_job(func, mode, callback is not None or error_callback is not None)
         # All results are kept until get(): a task's place in the read-ahead
         # window is free as soon as its result is in.
         job.release_on_arrival()
         result = MapResult(self, job, callback, error_callback)
-        self._start_feeder(job, iterable, sizes, limit, result, fixed_limit=fixed_limit)
+        self._start_feeder(job, iterable, sizes, window, result)
         return result
 
     def _start_feeder(
@@ -408,23 +411,19 @@ class Pool:
         job: Any,
         iterable: Iterable[Any],
         sizes: Iterator[int],
-        limit: int,
+        window: Window,
         result: Union[MapResult, IMapIterator],
         first_chunk: int = 0,
         first_item: int = 0,
         in_memory: bool = False,
-        fixed_limit: bool = False,
     ) -> None:
         """A thread that reads and sends the input from chunk `first_chunk`
-        (item `first_item`) on, at most `limit` chunks in flight (fewer once
-        they are large, unless `buffersize` was given)."""
-        args = (self._engine, job, iter(iterable), sizes, limit, result._local_errors)
+        (item `first_item`) on, at most `window.limit` chunks in flight."""
+        args = (self._engine, job, iter(iterable), sizes, window, result._local_errors)
         kwargs = dict(
             first_chunk=first_chunk,
             first_item=first_item,
             in_memory=in_memory or type(iterable) in (list, tuple, range),
-            large_limit=None if fixed_limit else LARGE_WINDOW_PER_WORKER * self._processes,
-            on_new_limit=getattr(result, "window_changed", None),
         )
         feeder = threading.Thread(
             target=feed,
