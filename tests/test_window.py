@@ -4,9 +4,8 @@ are large."""
 
 import time
 
-import pytest
-
 import _fault_helpers as fh
+import pytest
 from ferropool._feeding import LARGE_PAYLOAD, SMALL_RESULT, Window
 
 pytestmark = pytest.mark.timeout(60)
