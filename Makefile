@@ -12,10 +12,13 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 # Builds the Rust extension (release) and installs ferropool in editable mode
-# with the test and lint tools.
+# with the test and lint tools. The package's bytecode is compiled, as a wheel
+# install does: every spawned worker imports ferropool, and where
+# PYTHONDONTWRITEBYTECODE is set nothing else would cache it.
 install: $(PY)
 	$(PY) -m pip install -q maturin
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m compileall -q python/ferropool
 
 demo: install
 	$(PY) -m ferropool demo

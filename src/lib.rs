@@ -68,12 +68,21 @@ fn pause_engines(py: Python<'_>) -> PausedEngines {
     }
 }
 
+/// Forwards the `log` crate to Python's `logging` (logger "ferropool"),
+/// once per process, when the first engine is made: only a pool's service
+/// thread logs, so a worker never imports `logging` for it (start-up time).
+/// Levels are not cached: logging is often configured after the first pool
+/// started, and the service thread logs rarely.
+pub(crate) fn forward_logs_to_python(py: Python<'_>) -> PyResult<()> {
+    static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !INSTALLED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        let _ = pyo3_log::Logger::new(py, pyo3_log::Caching::Loggers)?.install();
+    }
+    Ok(())
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    // Forward the `log` crate to Python's `logging` (logger "ferropool").
-    // Levels are not cached: logging is often configured after the first
-    // pool started, and only the service thread logs, rarely.
-    let _ = pyo3_log::Logger::new(m.py(), pyo3_log::Caching::Loggers)?.install();
     m.add_class::<py_engine::PyEngine>()?;
     m.add_class::<py_engine::PyJob>()?;
     m.add_class::<py_buffer::LargePayload>()?;

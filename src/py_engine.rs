@@ -74,6 +74,7 @@ impl PyEngine {
                         crash_limit=10, crash_window=10.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         processes: usize,
         spawn_argv: Option<Vec<OsString>>,
         inherited_fds: Vec<RawFd>,
@@ -91,6 +92,7 @@ impl PyEngine {
         crash_limit: u32,
         crash_window: f64,
     ) -> PyResult<Self> {
+        crate::forward_logs_to_python(py)?;
         if processes == 0 {
             return Err(PyValueError::new_err(
                 "Number of processes must be at least 1",

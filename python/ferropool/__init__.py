@@ -49,12 +49,28 @@ from multiprocessing import (  # noqa: F401  (re-exported for drop-in use)
     set_forkserver_preload,
     set_start_method,
 )
-from typing import Any
 
-from ._errors import BrokenProcessPool, RemoteTaskError, TaskTimeoutError, WorkerLostError
-from .context import get_context as get_context
-from .executor import ProcessPoolExecutor as ProcessPoolExecutor
-from .pool import Pool as Pool
+# `typing` only for the type checker: workers import this package to start.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ._errors import BrokenProcessPool, RemoteTaskError, TaskTimeoutError, WorkerLostError
+    from .context import get_context as get_context
+    from .executor import ProcessPoolExecutor as ProcessPoolExecutor
+    from .pool import Pool as Pool
+
+# ferropool's own names, imported on first use: a worker imports this
+# package to start, and needs none of them (spawn and forkserver start-up).
+_LAZY = {
+    "Pool": ".pool",
+    "ProcessPoolExecutor": ".executor",
+    "get_context": ".context",
+    "BrokenProcessPool": "._errors",
+    "RemoteTaskError": "._errors",
+    "TaskTimeoutError": "._errors",
+    "WorkerLostError": "._errors",
+}
 
 __version__ = "0.1.0"
 
@@ -68,6 +84,10 @@ __all__ = list(_mp.__all__) + [
 
 
 def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
     # `ferropool.shared_memory`, `ferropool.managers`, ...: the stdlib's submodules.
     try:
         return importlib.import_module(f"multiprocessing.{name}")

@@ -10,16 +10,17 @@ from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
 from typing import Any, Tuple
 
 from ._errors import BrokenProcessPool, RemoteTaskError, TaskTimeoutError, WorkerLostError
-
-OK = 0
-RAISED = 1
-RAISED_UNPICKLABLE = 2
-ENCODING_ERROR = 3
-WORKER_LOST = 4
-POOL_BROKEN = 5
-TIMED_OUT = 6
-LOCAL_ERROR = 7  # the exception stays with the Python handle (see pool.IMapIterator)
-CANCELLED = 8  # cancelled before it was sent to a worker
+from ._status import (  # noqa: F401  (re-exported: the parent's code imports them from here)
+    CANCELLED,
+    ENCODING_ERROR,
+    LOCAL_ERROR,
+    OK,
+    POOL_BROKEN,
+    RAISED,
+    RAISED_UNPICKLABLE,
+    TIMED_OUT,
+    WORKER_LOST,
+)
 
 Decoded = Tuple[bool, Any]
 

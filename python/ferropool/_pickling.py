@@ -14,9 +14,13 @@ import io
 import pickle
 import threading
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from . import _native
+
+# `typing` only for the type checker: workers import this module at start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 # Protocol 5 (Python 3.8+) on both sides of every pool: large buffers
 # (numpy arrays, bytearray) are written in one piece, not copied first.

@@ -21,14 +21,16 @@ import socket
 import struct
 import sys
 import traceback
-from dataclasses import dataclass
 from multiprocessing import context as mp_context
 from multiprocessing import process, util
-from multiprocessing.pool import ExceptionWithTraceback, MaybeEncodingError
-from typing import Any, Callable, NoReturn, Optional, Sequence
 
 from . import _native, _pickling
-from ._outcomes import ENCODING_ERROR, OK, RAISED, RAISED_UNPICKLABLE
+from ._status import ENCODING_ERROR, OK, RAISED, RAISED_UNPICKLABLE
+
+# `typing` only for the type checker: workers import this module at start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, NoReturn, Optional, Sequence
 
 APPLY, MAP, STARMAP = 0, 1, 2
 SPAWN_SOCKET_FD = 3
@@ -40,16 +42,26 @@ ZYGOTE_RECORD = struct.Struct("<QQQ")
 _inherited_fds: list = []
 
 
-@dataclass
 class WorkerSetup:
-    """What every worker of one pool needs before its first task."""
+    """What every worker of one pool needs before its first task. (A plain
+    class: workers import this module at start-up, and `dataclasses` alone
+    would add milliseconds to that.)"""
 
-    initializer: Optional[Callable[..., Any]]
-    initargs: Sequence[Any]
-    start_method: str
-    name_prefix: str
-    parent_pid: int
-    max_memory: Optional[int] = None
+    def __init__(
+        self,
+        initializer: Optional[Callable[..., Any]],
+        initargs: Sequence[Any],
+        start_method: str,
+        name_prefix: str,
+        parent_pid: int,
+        max_memory: Optional[int] = None,
+    ) -> None:
+        self.initializer = initializer
+        self.initargs = initargs
+        self.start_method = start_method
+        self.name_prefix = name_prefix
+        self.parent_pid = parent_pid
+        self.max_memory = max_memory
 
 
 class InheritedFd:
@@ -87,6 +99,10 @@ def _dump_exception(exc: BaseException) -> tuple:
     cannot be pickled, (RAISED_UNPICKLABLE, text). The text lets the parent
     report an exception it cannot unpickle (a class only the worker has, an
     __init__ that unpickling cannot call)."""
+    # Imported here, not at start-up: multiprocessing.pool and what it
+    # imports would add milliseconds to every spawned worker's start.
+    from multiprocessing.pool import ExceptionWithTraceback
+
     text = _describe(exc)
     try:
         inner = _dumps(ExceptionWithTraceback(exc, exc.__traceback__))
@@ -112,6 +128,8 @@ def run_task(mode: int, func: Callable[..., Any], payload: bytes) -> tuple:
     try:
         return OK, _dumps(result)
     except Exception as e:
+        from multiprocessing.pool import MaybeEncodingError  # see _dump_exception
+
         try:
             return ENCODING_ERROR, _dumps(MaybeEncodingError(e, result))
         except Exception:

@@ -9,9 +9,10 @@ report gives each implementation's time and the ratio ferropool / stdlib
 
 The data flow, one module a step:
 
-* ``workloads``: the task functions the workers import by name (``inc``,
-  ``identity``, ``burn``), ``Config`` and the rows of the report
-  (``rows``, ``select_rows``);
+* ``tasks``: the task functions the workers import by name (``inc``,
+  ``identity``, ``burn``), in a module that imports nothing;
+* ``workloads``: ``Config`` and the rows of the report (``rows``,
+  ``select_rows``);
 * ``adapters``: the implementations (``installed_implementations``,
   ``versions``) behind one Pool-like API (``open_pool``, ``open_executor``),
   and the start-up probe run in a fresh interpreter;
@@ -24,9 +25,21 @@ The data flow, one module a step:
   row, by the pytest-benchmark harness in ``benches/``).
 
 Nothing heavy is imported at import time: ferropool's pools, the peers, numpy
-and matplotlib only when a workload or the chart needs them.
+and matplotlib only when a workload or the chart needs them. This package
+itself imports nothing until ``main`` is asked for: a worker imports it on
+its way to ``tasks``.
 """
 
-from .cli import main
+TYPE_CHECKING = False  # no `typing` import: workers import this package
+if TYPE_CHECKING:
+    from .cli import main as main
 
 __all__ = ["main"]
+
+
+def __getattr__(name: str) -> object:
+    if name == "main":
+        from .cli import main
+
+        return main
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,42 +1,34 @@
 """The workloads: the task functions the workers run, and the rows of the report.
 
-The task functions (``inc``, ``identity``, ``burn``) live at module level here,
-``ferropool.bench.workloads``, so that workers of every start method (spawn and
-forkserver included) can import them by name. ``rows`` lists the rows of the
-report with the sizes of a ``Config``; ``select_rows`` applies ``--workloads``.
+The task functions (``inc``, ``identity``, ``burn``) are defined in
+``ferropool.bench.tasks``, a module that imports nothing, so that workers of
+every start method (spawn and forkserver included) import them by name at
+little cost; they are re-exported here. ``rows`` lists the rows of the report
+with the sizes of a ``Config``; ``select_rows`` applies ``--workloads``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import List, Optional
+
+from .tasks import burn, identity, inc
+
+__all__ = [
+    "MIB",
+    "START_METHODS",
+    "Config",
+    "Row",
+    "burn",
+    "identity",
+    "inc",
+    "rows",
+    "select_rows",
+]
 
 MIB = 1 << 20
 START_METHODS = ["fork", "spawn", "forkserver"]
-
-
-# ---------------------------------------------------------------------------
-# Task functions (module level: workers of every start method import them).
-
-
-def inc(x: int) -> int:
-    return x + 1
-
-
-def identity(x: Any) -> Any:
-    return x
-
-
-def burn(n: int) -> str:
-    """About 15 ms of pure-Python work (on a 2020s x86 core), checkable."""
-    h = hashlib.sha256(str(n).encode())
-    total = 0
-    for i in range(180_000):
-        total = (total * 31 + i * n) % 1_000_003
-    h.update(str(total).encode())
-    return h.hexdigest()[:12]
 
 
 # ---------------------------------------------------------------------------
