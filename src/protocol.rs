@@ -113,6 +113,10 @@ pub enum ResultStatus {
     LocalError = 7,
     /// Engine-made: the task was cancelled before it was sent to a worker.
     Cancelled = 8,
+    /// payload = a pickled return value whose large buffers travel out of
+    /// band: a header with the lengths, the pickle stream, then each buffer
+    /// (see `_pickling.dumps_result`). The engine treats it as `Ok`.
+    OkOutOfBand = 9,
 }
 
 impl ResultStatus {
@@ -127,6 +131,7 @@ impl ResultStatus {
             6 => ResultStatus::TimedOut,
             7 => ResultStatus::LocalError,
             8 => ResultStatus::Cancelled,
+            9 => ResultStatus::OkOutOfBand,
             _ => return None,
         })
     }

@@ -334,7 +334,8 @@ pub struct PyJob {
 type Outcome = (u64, u8, Py<PyAny>);
 
 fn to_python(py: Python<'_>, o: TaskOutcome) -> PyResult<Outcome> {
-    let payload = if o.status == ResultStatus::Ok && o.payload.len() >= LEND_ABOVE {
+    let is_value = matches!(o.status, ResultStatus::Ok | ResultStatus::OkOutOfBand);
+    let payload = if is_value && o.payload.len() >= LEND_ABOVE {
         Py::new(py, LargePayload::new(o.payload))?.into_any()
     } else {
         PyBytes::new(py, &o.payload).into_any().unbind()

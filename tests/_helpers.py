@@ -150,3 +150,37 @@ def lock_if_two(x):
 
 def divide_len_by_zero(data):
     return len(data) / 0
+
+
+class ZeroCopyBlock:
+    """A PEP 574 object, as numpy arrays are: with protocol 5 it pickles its
+    data as a PickleBuffer and, unpickled, keeps a view of whatever buffer it
+    is given (no copy)."""
+
+    def __init__(self, data, writable=True):
+        self.data = memoryview(data)
+        self.writable = writable
+
+    def __reduce_ex__(self, protocol):
+        import pickle
+
+        view = self.data if self.writable else self.data.toreadonly()
+        return ZeroCopyBlock._rebuild, (pickle.PickleBuffer(view), self.writable)
+
+    @staticmethod
+    def _rebuild(buffer, writable):
+        return ZeroCopyBlock(buffer, writable)
+
+    def tobytes(self):
+        return self.data.tobytes()
+
+
+def block_of(size, fill, writable=True):
+    """A ZeroCopyBlock of `size` bytes made in the worker."""
+    return ZeroCopyBlock(bytearray([fill]) * size, writable)
+
+
+def block_info(block):
+    """What a worker sees of a block it was sent: (size, first, last byte)."""
+    data = block.data
+    return len(data), data[0], data[-1]

@@ -10,11 +10,13 @@ from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
 from typing import Any, Tuple
 
 from ._errors import BrokenProcessPool, RemoteTaskError, TaskTimeoutError, WorkerLostError
+from ._pickling import loads_out_of_band
 from ._status import (  # noqa: F401  (re-exported: the parent's code imports them from here)
     CANCELLED,
     ENCODING_ERROR,
     LOCAL_ERROR,
     OK,
+    OK_OUT_OF_BAND,
     POOL_BROKEN,
     RAISED,
     RAISED_UNPICKLABLE,
@@ -35,8 +37,12 @@ def _remote_text_error(text: str) -> RemoteTaskError:
 
 def decode(status: int, payload: Any) -> Decoded:
     """Returns (True, value) or (False, exception)."""
-    if status == OK:
+    if status == OK or status == OK_OUT_OF_BAND:
         try:
+            if status == OK_OUT_OF_BAND:
+                if type(payload) is bytes:
+                    return True, loads_out_of_band(memoryview(payload))
+                return True, payload.load_with(loads_out_of_band)
             if type(payload) is bytes:
                 return True, pickle.loads(payload)
             return True, payload.load_with(pickle.loads)  # a large one, lent without a copy

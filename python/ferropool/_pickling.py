@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import copyreg
 import io
+import mmap
 import pickle
+import struct
+import sys
 import threading
 from multiprocessing.reduction import ForkingPickler
 
@@ -20,7 +23,7 @@ from . import _native
 # `typing` only for the type checker: workers import this module at start-up.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 # Protocol 5 (Python 3.8+) on both sides of every pool: large buffers
 # (numpy arrays, bytearray) are written in one piece, not copied first.
@@ -59,8 +62,46 @@ class _Reusable(threading.local):
         self.busy = False
 
 
+class _ReusableForResults(_Reusable):
+    """The worker's pickler for results: large buffers (numpy arrays) are
+    kept out of the pickle stream (see dumps_result)."""
+
+    def __init__(self) -> None:
+        self.sink = io.BytesIO()
+        self.buffers: List[memoryview] = []
+        self.pickler = _Pickler(self.sink, PROTOCOL, buffer_callback=self._keep_out_of_band)
+        self.table = {}
+        self.busy = False
+
+    def _keep_out_of_band(self, buffer: pickle.PickleBuffer) -> bool:
+        """Returns False (out of band) for a large, writable, contiguous
+        buffer that unpickles into a view of it (numpy); True keeps it in
+        the stream, as usual."""
+        try:
+            raw = buffer.raw()
+        except BufferError:  # not contiguous
+            return True
+        if raw.readonly or raw.nbytes < OUT_OF_BAND_MIN or type(raw.obj) is bytearray:
+            raw.release()
+            return True
+        self.buffers.append(raw)
+        return False
+
+
 _reusable = _Reusable(io.BytesIO)
 _for_engine = _Reusable(_native.PayloadWriter)
+_for_results = _ReusableForResults()
+
+# Results: a writable, contiguous buffer of this size or more (a numpy
+# array's data) travels out of band, and the parent copies it into memory
+# mapped for it in one system call, faulted in without the GIL (mmap with
+# MAP_POPULATE), instead of unpickling it into a bytearray whose fresh pages
+# fault one by one while the GIL is held (measured, 8 MiB kept: 2.9 against
+# 4.6 ms, of which 2.3 without the GIL). The array's base is that mmap.
+OUT_OF_BAND_MIN = 1 << 20
+# count of buffers, length of the pickle stream; then one length per buffer.
+_OUT_OF_BAND_HEADER = struct.Struct("<IQ")
+_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0x8000 if sys.platform == "linux" else 0)
 
 
 # Objects built only of these types pickle the same with or without
@@ -143,6 +184,57 @@ def dumps_payload(obj: Any) -> Any:
     finally:
         r.pickler.clear_memo()
         r.busy = False
+
+
+def dumps_result(obj: Any) -> Tuple[bool, bytes]:
+    """Pickles a task's result (in a worker): (False, the pickle), or, when
+    it holds large buffers (numpy arrays), (True, a header giving their
+    count and lengths and the stream's length, the pickle stream, then each
+    buffer): see OUT_OF_BAND_MIN and loads_out_of_band."""
+    if _is_plain(obj):
+        return False, pickle.dumps(obj, PROTOCOL)
+    r = _for_results
+    if r.busy:
+        return False, _fresh_dumps(obj)
+    r.busy = True
+    try:
+        _dump_reusing(r, obj)
+        stream = r.sink.getvalue()
+        if not r.buffers:
+            return False, stream
+        lengths = [b.nbytes for b in r.buffers]
+        header = _OUT_OF_BAND_HEADER.pack(len(lengths), len(stream))
+        header += struct.pack(f"<{len(lengths)}Q", *lengths)
+        return True, b"".join([header, stream, *r.buffers])
+    finally:
+        for b in r.buffers:
+            b.release()
+        r.buffers = []
+        r.pickler.clear_memo()
+        r.sink.seek(0)
+        r.sink.truncate()
+        r.busy = False
+
+
+def loads_out_of_band(data: memoryview) -> Any:
+    """Unpickles what dumps_result made with buffers out of band: each
+    buffer is copied into an anonymous mapping of its own (faulted in by the
+    mmap call, without the GIL), and the value is built on those."""
+    count, stream_len = _OUT_OF_BAND_HEADER.unpack_from(data, 0)
+    lengths = struct.unpack_from(f"<{count}Q", data, _OUT_OF_BAND_HEADER.size)
+    stream_at = _OUT_OF_BAND_HEADER.size + 8 * count
+    start = stream_at + stream_len
+    if start + sum(lengths) != len(data):
+        raise pickle.UnpicklingError("out-of-band buffers of the wrong length")
+    buffers = []
+    for n in lengths:
+        mapped = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | _MAP_POPULATE)
+        with data[start : start + n] as part:  # released at once: `data` is lent
+            mapped[:] = part
+        buffers.append(mapped)
+        start += n
+    with data[stream_at : stream_at + stream_len] as stream:
+        return pickle.loads(stream, buffers=buffers)
 
 
 def _short(obj: Any, limit: int = 80) -> str:

@@ -12,3 +12,5 @@ POOL_BROKEN = 5
 TIMED_OUT = 6
 LOCAL_ERROR = 7  # the exception stays with the Python handle (see pool.IMapIterator)
 CANCELLED = 8  # cancelled before it was sent to a worker
+# A result whose large buffers travel out of band (see _pickling.dumps_result).
+OK_OUT_OF_BAND = 9

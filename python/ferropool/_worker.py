@@ -25,7 +25,7 @@ from multiprocessing import context as mp_context
 from multiprocessing import process, util
 
 from . import _native, _pickling
-from ._status import ENCODING_ERROR, OK, RAISED, RAISED_UNPICKLABLE
+from ._status import ENCODING_ERROR, OK, OK_OUT_OF_BAND, RAISED, RAISED_UNPICKLABLE
 
 # `typing` only for the type checker: workers import this module at start-up.
 TYPE_CHECKING = False
@@ -126,7 +126,8 @@ def run_task(mode: int, func: Callable[..., Any], payload: bytes) -> tuple:
     except Exception as e:
         return _dump_exception(e)
     try:
-        return OK, _dumps(result)
+        out_of_band, data = _pickling.dumps_result(result)
+        return (OK_OUT_OF_BAND if out_of_band else OK), data
     except Exception as e:
         from multiprocessing.pool import MaybeEncodingError  # see _dump_exception
 
