@@ -214,9 +214,9 @@ def report_lines(
     lines.append("")
     lines.append(
         f"ratio = ferropool / stdlib (same run, lower is better); best of {meta['repeats']} "
-        "(peers: fewer once a row has taken them 4 s"
-        f"{'' if meta.get('quick') else '; 5a/5b: at least 5'}, "
-        "5a/5b in a fresh interpreter per implementation); "
+        "(peers: fewer once a row has taken them 4 s; 5a/5b: "
+        f"{'' if meta.get('quick') else 'at least 5 rounds, '}"
+        "each implementation in a fresh interpreter); "
         f"{meta['processes']} workers, start method {meta['start_method']!r} "
         "(start-up rows: the method named)."
     )
