@@ -437,3 +437,47 @@ def test_callbacks_run_for_every_result(fpool):
     for r in results:
         r.get(timeout=30)
     assert sorted(seen) == sorted(i * i for i in range(30))
+
+
+# ----- the package's names ---------------------------------------------------
+
+
+def test_package_names_are_ferropools_and_the_stdlibs():
+    from ferropool import context, executor, pool
+
+    assert context.__name__ == "ferropool.context", "its own submodule, not the stdlib's"
+
+    assert ferropool.Pool is pool.Pool
+    assert ferropool.ProcessPoolExecutor is executor.ProcessPoolExecutor
+    assert ferropool.WorkerLostError.__module__ == "ferropool._errors"
+    for name in ("Pool", "ProcessPoolExecutor", "get_context", "WorkerLostError", "Queue"):
+        assert name in dir(ferropool), name
+    assert ferropool.Queue is multiprocessing.Queue
+    assert ferropool.shared_memory.SharedMemory is not None
+    namespace: dict = {}
+    exec("from ferropool import *", namespace)
+    assert namespace["Pool"] is pool.Pool and namespace["Lock"] is multiprocessing.Lock
+    with pytest.raises(AttributeError, match="no_such_name"):
+        ferropool.no_such_name  # noqa: B018
+
+
+def test_a_worker_imports_only_what_it_needs():
+    """What a spawned worker imports to start (its start-up time): not the
+    pools, not multiprocessing.pool, typing or logging."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from ferropool._worker import spawn_main; print(' '.join(sorted(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(out.stdout.split())
+    assert "ferropool._worker" in loaded
+    for heavy in (
+        "ferropool.pool",
+        "ferropool.executor",
+        "multiprocessing.pool",
+        "typing",
+        "logging",
+    ):
+        assert heavy not in loaded, heavy

@@ -83,11 +83,23 @@ __all__ = list(_mp.__all__) + [
 ]
 
 
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
         globals()[name] = value
         return value
+    # ferropool's own submodules (`ferropool.pool`, ...) are imported on first
+    # use too; they come before the stdlib's of the same name.
+    own = f"{__name__}.{name}"
+    try:
+        return importlib.import_module(own)
+    except ModuleNotFoundError as e:
+        if e.name != own:
+            raise
     # `ferropool.shared_memory`, `ferropool.managers`, ...: the stdlib's submodules.
     try:
         return importlib.import_module(f"multiprocessing.{name}")
