@@ -38,14 +38,11 @@ def _remote_text_error(text: str) -> RemoteTaskError:
 def decode(status: int, payload: Any) -> Decoded:
     """Returns (True, value) or (False, exception)."""
     if status == OK or status == OK_OUT_OF_BAND:
+        loads = pickle.loads if status == OK else loads_out_of_band
         try:
-            if status == OK_OUT_OF_BAND:
-                if type(payload) is bytes:
-                    return True, loads_out_of_band(memoryview(payload))
-                return True, payload.load_with(loads_out_of_band)
             if type(payload) is bytes:
-                return True, pickle.loads(payload)
-            return True, payload.load_with(pickle.loads)  # a large one, lent without a copy
+                return True, loads(payload)
+            return True, payload.load_with(loads)  # a large one, lent without a copy
         except Exception as e:
             err = RemoteTaskError(f"the task's result could not be unpickled in the parent: {e!r}")
             err.__cause__ = e

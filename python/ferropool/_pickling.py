@@ -53,24 +53,27 @@ class _Pickler(pickle.Pickler):
 class _Reusable(threading.local):
     """One pickler per thread, reused (memo cleared) for every dumps: making
     a pickler costs more than pickling a small task. It writes to `sink`:
-    a BytesIO, or an engine PayloadWriter."""
+    a BytesIO, or an engine PayloadWriter. With `out_of_band`, large buffers
+    (numpy arrays) are kept out of the stream, in `buffers` (see
+    dumps_result)."""
 
-    def __init__(self, make_sink: Callable[[], Any]) -> None:
+    def __init__(self, make_sink: Callable[[], Any], out_of_band: bool = False) -> None:
         self.sink = make_sink()
-        self.pickler = _Pickler(self.sink, PROTOCOL)
+        self.buffers: List[memoryview] = []
+        callback = self._keep_out_of_band if out_of_band else None
+        self.pickler = _Pickler(self.sink, PROTOCOL, buffer_callback=callback)
         self.table: Dict[Any, Any] = {}
         self.busy = False
 
-
-class _ReusableForResults(_Reusable):
-    """The worker's pickler for results: large buffers (numpy arrays) are
-    kept out of the pickle stream (see dumps_result)."""
-
-    def __init__(self) -> None:
-        self.sink = io.BytesIO()
-        self.buffers: List[memoryview] = []
-        self.pickler = _Pickler(self.sink, PROTOCOL, buffer_callback=self._keep_out_of_band)
-        self.table = {}
+    def done(self) -> None:
+        """Ready for the next dumps (a BytesIO sink is emptied)."""
+        for b in self.buffers:
+            b.release()
+        self.buffers = []
+        self.pickler.clear_memo()
+        if isinstance(self.sink, io.BytesIO):
+            self.sink.seek(0)
+            self.sink.truncate()
         self.busy = False
 
     def _keep_out_of_band(self, buffer: pickle.PickleBuffer) -> bool:
@@ -90,7 +93,7 @@ class _ReusableForResults(_Reusable):
 
 _reusable = _Reusable(io.BytesIO)
 _for_engine = _Reusable(_native.PayloadWriter)
-_for_results = _ReusableForResults()
+_for_results = _Reusable(io.BytesIO, out_of_band=True)
 
 # Results: a writable, contiguous buffer of this size or more (a numpy
 # array's data) travels out of band, and the parent copies it into memory
@@ -159,10 +162,7 @@ def dumps(obj: Any) -> bytes:
         _dump_reusing(r, obj)
         return r.sink.getvalue()
     finally:
-        r.pickler.clear_memo()
-        r.sink.seek(0)
-        r.sink.truncate()
-        r.busy = False
+        r.done()
 
 
 def dumps_payload(obj: Any) -> Any:
@@ -182,8 +182,7 @@ def dumps_payload(obj: Any) -> Any:
         r.sink.clear()
         raise
     finally:
-        r.pickler.clear_memo()
-        r.busy = False
+        r.done()
 
 
 def dumps_result(obj: Any) -> Tuple[bool, bytes]:
@@ -207,19 +206,15 @@ def dumps_result(obj: Any) -> Tuple[bool, bytes]:
         header += struct.pack(f"<{len(lengths)}Q", *lengths)
         return True, b"".join([header, stream, *r.buffers])
     finally:
-        for b in r.buffers:
-            b.release()
-        r.buffers = []
-        r.pickler.clear_memo()
-        r.sink.seek(0)
-        r.sink.truncate()
-        r.busy = False
+        r.done()
 
 
-def loads_out_of_band(data: memoryview) -> Any:
-    """Unpickles what dumps_result made with buffers out of band: each
-    buffer is copied into an anonymous mapping of its own (faulted in by the
-    mmap call, without the GIL), and the value is built on those."""
+def loads_out_of_band(payload: Any) -> Any:
+    """Unpickles what dumps_result made with buffers out of band (`bytes`,
+    or a lent memoryview): each buffer is copied into an anonymous mapping
+    of its own (faulted in by the mmap call, without the GIL), and the value
+    is built on those."""
+    data = memoryview(payload)
     count, stream_len = _OUT_OF_BAND_HEADER.unpack_from(data, 0)
     lengths = struct.unpack_from(f"<{count}Q", data, _OUT_OF_BAND_HEADER.size)
     stream_at = _OUT_OF_BAND_HEADER.size + 8 * count
