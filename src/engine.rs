@@ -192,6 +192,9 @@ pub struct Engine {
     pub shared: Arc<Shared>,
     inbox: Sender<Command>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The process that started the engine thread (a forked worker holds a
+    /// copy of this handle, but no engine).
+    owner_pid: u32,
 }
 
 impl Engine {
@@ -237,6 +240,7 @@ impl Engine {
             shared,
             inbox,
             thread: Mutex::new(Some(thread)),
+            owner_pid: std::process::id(),
         })
     }
 
@@ -266,6 +270,19 @@ impl Engine {
         if let Some(handle) = handle {
             let _ = handle.join();
         }
+    }
+}
+
+impl Drop for Engine {
+    /// The last handle is gone while the engine still runs (its owner was
+    /// dropped without being stopped, or never finished starting): stop the
+    /// workers, so that no thread or worker outlives the engine. The engine
+    /// thread finishes on its own and holds the rest of the state.
+    fn drop(&mut self) {
+        if std::process::id() != self.owner_pid || self.phase() == Phase::Finished {
+            return;
+        }
+        let _ = self.send(Command::Terminate { kill: false });
     }
 }
 

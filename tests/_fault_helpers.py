@@ -570,8 +570,10 @@ def _forget(runner):
     import ferropool.executor
     import ferropool.pool
 
-    for registry in (ferropool.pool._live_pools, ferropool.executor._live_executors):
-        registry.discard(runner)
+    ferropool.pool._live_pools.discard(runner)
+    core = getattr(runner, "_core", None)
+    if core is not None:
+        ferropool.executor._live_cores.discard(core)
 
 
 def stop_guarded(runner, timeout=10.0):

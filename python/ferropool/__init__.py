@@ -55,7 +55,13 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from ._errors import BrokenProcessPool, RemoteTaskError, TaskTimeoutError, WorkerLostError
+    from ._errors import (
+        BrokenProcessPool,
+        RemoteTaskError,
+        TaskTimeoutError,
+        TaskTransferError,
+        WorkerLostError,
+    )
     from .context import get_context as get_context
     from .executor import ProcessPoolExecutor as ProcessPoolExecutor
     from .pool import Pool as Pool
@@ -69,6 +75,7 @@ _LAZY = {
     "BrokenProcessPool": "._errors",
     "RemoteTaskError": "._errors",
     "TaskTimeoutError": "._errors",
+    "TaskTransferError": "._errors",
     "WorkerLostError": "._errors",
 }
 
@@ -79,6 +86,7 @@ __all__ = list(_mp.__all__) + [
     "ProcessPoolExecutor",
     "RemoteTaskError",
     "TaskTimeoutError",
+    "TaskTransferError",
     "WorkerLostError",
 ]
 

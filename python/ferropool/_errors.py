@@ -6,7 +6,13 @@ import concurrent.futures
 import multiprocessing
 from concurrent.futures.process import BrokenProcessPool
 
-__all__ = ["BrokenProcessPool", "RemoteTaskError", "TaskTimeoutError", "WorkerLostError"]
+__all__ = [
+    "BrokenProcessPool",
+    "RemoteTaskError",
+    "TaskTimeoutError",
+    "TaskTransferError",
+    "WorkerLostError",
+]
 
 
 def _timeout_bases() -> tuple:
@@ -29,6 +35,19 @@ class RemoteTaskError(Exception):
     """A task raised an exception that could not be sent to the parent
     (it could not be pickled there or unpickled here). The message keeps its
     type name and text; ``__cause__`` carries the worker's traceback."""
+
+
+class TaskTransferError(RemoteTaskError, BrokenProcessPool):
+    """One task's data could not cross between processes: its function or
+    arguments could not be unpickled in the worker, or its result or
+    exception could not be unpickled in the parent (whatever unpickling
+    raised, ``SystemExit`` included). ``__cause__`` is that error; the
+    message repeats it.
+
+    Only this task fails and the pool goes on. The stdlib's executor breaks
+    the whole pool in these cases, hence a ``BrokenProcessPool`` (code written
+    for it still catches this); a ``RemoteTaskError`` as well, which ferropool
+    raised for an outcome that could not be unpickled before."""
 
 
 class TaskTimeoutError(*_timeout_bases()):  # type: ignore[misc]

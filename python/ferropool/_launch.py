@@ -27,14 +27,15 @@ import signal
 import socket
 import subprocess
 import threading
-from dataclasses import dataclass
 from multiprocessing import context as mp_context
 from multiprocessing import process, spawn, util
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 from . import _forkserver, _native
 from ._worker import InheritedFd, WorkerSetup, forked_worker_main
+
+log = logging.getLogger("ferropool")
 
 # A crash loop: this many unexpected worker deaths (per worker of the pool,
 # at least CRASH_LIMIT_MIN) within CRASH_WINDOW seconds break the pool.
@@ -86,16 +87,76 @@ def _nothing() -> None:
     pass
 
 
-@dataclass
 class Started:
-    engine: Any
-    # Waits for helper processes (the forkserver zygote) after the engine finished.
-    reap: Callable[[], None]
-    # `fork`: forks a worker the engine asks for (number, socket fd, fds the
-    # new process closes); called through `fork_asked` by the service thread.
-    fork_worker: Optional[Callable[[int, int, List[int]], None]] = None
-    # Blocks until the pool's first workers exist (see _Forker.wait_first).
-    wait_first: Callable[[], None] = _nothing
+    """A running engine and what its owner (a Pool or an executor) needs
+    to serve it; also what stops it when the owner cannot be made."""
+
+    def __init__(
+        self,
+        engine: Any,
+        reap: Callable[[], None],
+        fork_worker: Optional[Callable[[int, int, List[int]], None]] = None,
+        wait_first: Callable[[], None] = _nothing,
+    ) -> None:
+        self.engine = engine
+        # Waits for helper processes (the forkserver zygote) after the engine finished.
+        self.reap = reap
+        # `fork`: forks a worker the engine asks for (number, socket fd, fds the
+        # new process closes); called through `fork_asked` by the service thread.
+        self.fork_worker = fork_worker
+        # Blocks until the pool's first workers exist (see _Forker.wait_first).
+        self.wait_first = wait_first
+        self.service: Optional[threading.Thread] = None
+
+    def start_service(self, serve: Callable[..., None], state: Any, name: str) -> threading.Thread:
+        """Starts the owner's service thread: `serve(job_ids, state)` gets
+        the ids of the jobs the engine has news for, as they come; the
+        thread also forks the workers a `fork` engine asks for, and reaps
+        helper processes once the engine has ended (nobody may join it: an
+        owner dropped without closing). `state` must not be the owner."""
+        self.service = threading.Thread(
+            target=_service_main,
+            args=(self.engine, self.fork_worker, self.reap, serve, state),
+            name=name,
+            daemon=True,
+        )
+        self.service.start()
+        return self.service
+
+    def stop_now(self) -> None:
+        """The owner could not be made (its constructor failed or was
+        interrupted, Ctrl-C included): stop the engine and everything it
+        started, so no thread or worker outlives the attempt."""
+        self.engine.terminate(True)
+        self.engine.wait_finished()
+        if self.service is not None and self.service.ident is not None:
+            self.service.join()
+        self.reap()
+
+
+def _service_main(
+    engine: Any,
+    fork_worker: Optional[Callable[[int, int, List[int]], None]],
+    reap: Callable[[], None],
+    serve: Callable[..., None],
+    state: Any,
+) -> None:
+    serve(_job_news(engine, fork_worker), state)
+    reap()
+
+
+def _job_news(
+    engine: Any, fork_worker: Optional[Callable[[int, int, List[int]], None]]
+) -> Iterator[int]:
+    """The ids of jobs with news from the engine, until it has ended; the
+    engine's log lines are forwarded and its fork requests served on the way."""
+    while True:
+        events = engine.service_next()
+        if events is None:
+            return
+        jobs, forks = events
+        fork_asked(fork_worker, forks)
+        yield from dict.fromkeys(jobs)
 
 
 def check_limits(task_timeout: Any, max_memory_per_child: Any) -> None:
@@ -139,6 +200,7 @@ def start_engine(
     boot_failure_limit: Optional[int] = None,
     task_timeout: Optional[float] = None,
     max_memory: Optional[int] = None,
+    executor: bool = False,
 ) -> Started:
     setup = WorkerSetup(
         initializer=initializer,
@@ -147,6 +209,7 @@ def start_engine(
         name_prefix=WORKER_NAMES[method],
         parent_pid=os.getpid(),
         max_memory=max_memory,
+        executor=executor,
     )
     common = dict(
         task_timeout=task_timeout,
@@ -262,7 +325,7 @@ class _Forker:
         except OSError as e:
             # The engine sees the worker's socket close: a worker that died
             # before it was ready, counted towards breaking the pool.
-            logging.getLogger("ferropool").error("could not fork worker %d: %s", number, e)
+            log.error("could not fork worker %d: %s", number, e)
         finally:
             os.close(sock_fd)
             try:

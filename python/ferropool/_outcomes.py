@@ -6,10 +6,17 @@ from __future__ import annotations
 
 import pickle
 from concurrent.futures import CancelledError
+from concurrent.futures.process import _RemoteTraceback as _ExecutorRemoteTraceback
 from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
-from typing import Any, Tuple
+from typing import Any, Callable, Tuple
 
-from ._errors import BrokenProcessPool, RemoteTaskError, TaskTimeoutError, WorkerLostError
+from ._errors import (
+    BrokenProcessPool,
+    RemoteTaskError,
+    TaskTimeoutError,
+    TaskTransferError,
+    WorkerLostError,
+)
 from ._pickling import loads_out_of_band
 from ._status import (  # noqa: F401  (re-exported: the parent's code imports them from here)
     CANCELLED,
@@ -26,6 +33,13 @@ from ._status import (  # noqa: F401  (re-exported: the parent's code imports th
 
 Decoded = Tuple[bool, Any]
 
+# The stage a RAISED outcome failed at, as `_worker` sends it.
+IN_CALL, IN_ARGUMENTS, IN_FUNCTION = 0, 1, 2
+_STAGE_TEXT = {
+    IN_ARGUMENTS: "the task's arguments could not be unpickled in the worker",
+    IN_FUNCTION: "the task's function could not be unpickled in the worker",
+}
+
 
 def _remote_text_error(text: str) -> RemoteTaskError:
     head, _, tb = text.partition("\n")
@@ -35,31 +49,59 @@ def _remote_text_error(text: str) -> RemoteTaskError:
     return err
 
 
-def decode(status: int, payload: Any) -> Decoded:
-    """Returns (True, value) or (False, exception)."""
+def _transfer_error(message: str, cause: BaseException) -> TaskTransferError:
+    err = TaskTransferError(f"{message}: {cause!r}")
+    err.__cause__ = cause
+    return err
+
+
+def _unpickle(loads: Callable[[Any], Any], payload: Any) -> Any:
+    if type(payload) is bytes:
+        return loads(payload)
+    return payload.load_with(loads)  # a large one, lent without a copy
+
+
+def decode(status: int, payload: Any, executor: bool = False) -> Decoded:
+    """Returns (True, value) or (False, exception). Never raises, whatever
+    unpickling does (`sys.exit()` in a `__reduce__` included): the thread
+    that serves outcomes must survive it. Only KeyboardInterrupt, which
+    comes from the user and not from the data, goes through.
+
+    `executor`: the worker's traceback is chained as the stdlib executor
+    chains it (`concurrent.futures.process._RemoteTraceback`)."""
     if status == OK or status == OK_OUT_OF_BAND:
-        loads = pickle.loads if status == OK else loads_out_of_band
         try:
-            if type(payload) is bytes:
-                return True, loads(payload)
-            return True, payload.load_with(loads)  # a large one, lent without a copy
-        except Exception as e:
-            err = RemoteTaskError(f"the task's result could not be unpickled in the parent: {e!r}")
-            err.__cause__ = e
-            return False, err
+            return True, _unpickle(pickle.loads if status == OK else loads_out_of_band, payload)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:
+            return False, _transfer_error("the task's result could not be unpickled in the parent", e)
     if status == RAISED:
         text = "<no description>"
         try:
-            inner, text = pickle.loads(payload)
-            return False, pickle.loads(inner)
-        except Exception as e:
-            err = _remote_text_error(text)
-            err.args = (f"{err.args[0]} (the exception could not be unpickled here: {e!r})",)
-            return False, err
+            inner, text, stage = pickle.loads(payload)
+            exc = pickle.loads(inner)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:
+            head, _, tb = text.partition("\n")
+            if tb and e.__cause__ is None:
+                # Printed before the unpickling error: where the task raised.
+                e.__cause__ = RemoteTraceback(tb)
+            return False, _transfer_error(
+                f"the task raised {head}, which could not be unpickled in the parent", e
+            )
+        if executor and type(exc.__cause__) is RemoteTraceback:
+            exc.__cause__ = _ExecutorRemoteTraceback(exc.__cause__.tb)
+        if stage in _STAGE_TEXT:
+            return False, _transfer_error(_STAGE_TEXT[stage], exc)
+        return False, exc
     if status == ENCODING_ERROR:
         try:
             return False, pickle.loads(payload)
-        except Exception as e:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:
             err = RemoteTaskError(f"the task's result could not be pickled, nor its error: {e!r}")
             return False, err
     text = payload.decode("utf-8", "replace")

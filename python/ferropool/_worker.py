@@ -55,6 +55,7 @@ class WorkerSetup:
         name_prefix: str,
         parent_pid: int,
         max_memory: Optional[int] = None,
+        executor: bool = False,
     ) -> None:
         self.initializer = initializer
         self.initargs = initargs
@@ -62,6 +63,9 @@ class WorkerSetup:
         self.name_prefix = name_prefix
         self.parent_pid = parent_pid
         self.max_memory = max_memory
+        # A ProcessPoolExecutor's worker: tasks run as the stdlib executor's
+        # do (see run_executor_task), and a failing initializer is logged.
+        self.executor = executor
 
 
 class InheritedFd:
@@ -94,11 +98,16 @@ def _describe(exc: BaseException) -> str:
     return f"{head}\n{text}"
 
 
-def _dump_exception(exc: BaseException) -> tuple:
-    """(RAISED, pickled (pickled exception, text)) or, when the exception
-    cannot be pickled, (RAISED_UNPICKLABLE, text). The text lets the parent
-    report an exception it cannot unpickle (a class only the worker has, an
-    __init__ that unpickling cannot call)."""
+# Where a task failed, sent with its exception: the parent wraps the first
+# two in a TaskTransferError (see _outcomes.decode).
+IN_CALL, IN_ARGUMENTS, IN_FUNCTION = 0, 1, 2
+
+
+def _dump_exception(exc: BaseException, stage: int = IN_CALL) -> tuple:
+    """(RAISED, pickled (pickled exception, text, stage)) or, when the
+    exception cannot be pickled, (RAISED_UNPICKLABLE, text). The text lets
+    the parent report an exception it cannot unpickle (a class only the
+    worker has, an __init__ that unpickling cannot call)."""
     # Imported here, not at start-up: multiprocessing.pool and what it
     # imports would add milliseconds to every spawned worker's start.
     from multiprocessing.pool import ExceptionWithTraceback
@@ -108,26 +117,38 @@ def _dump_exception(exc: BaseException) -> tuple:
         inner = _dumps(ExceptionWithTraceback(exc, exc.__traceback__))
     except Exception:
         return RAISED_UNPICKLABLE, text.encode("utf-8", "replace")
-    return RAISED, _dumps((inner, text))
+    return RAISED, _dumps((inner, text, stage))
+
+
+def _call(mode: int, func: Callable[..., Any], args: Any) -> Any:
+    if mode == APPLY:
+        return func(*args[0], **args[1])
+    if mode == MAP:
+        return list(map(func, args))
+    return list(itertools.starmap(func, args))
+
+
+def _dump_value(result: Any) -> tuple:
+    out_of_band, data = _pickling.dumps_result(result)
+    return (OK_OUT_OF_BAND if out_of_band else OK), data
 
 
 def run_task(mode: int, func: Callable[..., Any], payload: bytes) -> tuple:
-    """Runs one task; returns (status, pickled bytes). Exceptions that end a
-    process (SystemExit, KeyboardInterrupt) are not caught: the worker exits
-    and the engine reports the task as lost, as for any other death."""
+    """A Pool's task: returns (status, pickled bytes). Exceptions that end a
+    process (SystemExit, KeyboardInterrupt) raised by the task are not
+    caught: the worker exits and the engine reports the task as lost, as for
+    any other death. A result that cannot be pickled gives the stdlib's
+    MaybeEncodingError."""
     try:
         args = _loads(payload)
-        if mode == APPLY:
-            result = func(*args[0], **args[1])
-        elif mode == MAP:
-            result = list(map(func, args))
-        else:
-            result = list(itertools.starmap(func, args))
+    except BaseException as e:
+        return _dump_exception(e, IN_ARGUMENTS)
+    try:
+        result = _call(mode, func, args)
     except Exception as e:
         return _dump_exception(e)
     try:
-        out_of_band, data = _pickling.dumps_result(result)
-        return (OK_OUT_OF_BAND if out_of_band else OK), data
+        return _dump_value(result)
     except Exception as e:
         from multiprocessing.pool import MaybeEncodingError  # see _dump_exception
 
@@ -137,8 +158,27 @@ def run_task(mode: int, func: Callable[..., Any], payload: bytes) -> tuple:
             return _dump_exception(e)
 
 
+def run_executor_task(mode: int, func: Callable[..., Any], payload: bytes) -> tuple:
+    """A ProcessPoolExecutor's task, as the stdlib executor's worker runs it:
+    any BaseException (`sys.exit()` in the task, or while its result is
+    pickled) fails the task with that exception and the worker carries on;
+    a result that cannot be pickled fails with the pickling error itself."""
+    try:
+        args = _loads(payload)
+    except BaseException as e:
+        return _dump_exception(e, IN_ARGUMENTS)
+    try:
+        result = _call(mode, func, args)
+    except BaseException as e:
+        return _dump_exception(e)
+    try:
+        return _dump_value(result)
+    except BaseException as e:
+        return _dump_exception(e)
+
+
 def load_failed(exc: BaseException) -> tuple:
-    return _dump_exception(exc)
+    return _dump_exception(exc, IN_FUNCTION)
 
 
 # ----- becoming a pool worker ----------------------------------------------
@@ -177,23 +217,42 @@ def _become_worker(setup: WorkerSetup, number: int, forked: bool) -> None:
 
 
 def run_worker(channel: Any, setup: WorkerSetup, number: int, forked: bool) -> int:
-    """Initialises the worker, serves tasks, returns the exit code."""
+    """Initialises the worker, serves tasks, returns the exit code. Whatever
+    happens, the process's finalizers run before it exits, as the stdlib's
+    `Process._bootstrap` runs them (a queue's feeder thread flushes there)."""
     _become_worker(setup, number, forked)
     try:
-        if setup.initializer is not None:
-            setup.initializer(*setup.initargs)
-    except BaseException:
-        sys.stderr.write(f"Process {process.current_process().name}:\n")
-        traceback.print_exc()
-        return 1
-    try:
+        if not _initialize(setup):
+            return 1
+        run = run_executor_task if setup.executor else run_task
         channel.send_ready(os.getpid())
-        channel.serve(_loads, run_task, load_failed, setup.max_memory)
+        channel.serve(_loads, run, load_failed, setup.max_memory)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 1
     finally:
         util._exit_function()
     return 0
+
+
+def _initialize(setup: WorkerSetup) -> bool:
+    """Runs the pool's initializer; False (reported) if it raised."""
+    try:
+        if setup.initializer is not None:
+            setup.initializer(*setup.initargs)
+        return True
+    except BaseException:
+        if setup.executor:
+            # As the stdlib executor's workers: through its logger, where a
+            # test or an application may have put a handler.
+            import logging
+
+            logging.getLogger("concurrent.futures").critical(
+                "Exception in initializer:", exc_info=True
+            )
+        else:
+            sys.stderr.write(f"Process {process.current_process().name}:\n")
+            traceback.print_exc()
+        return False
 
 
 def _finish(code: int) -> NoReturn:

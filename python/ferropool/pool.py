@@ -106,14 +106,13 @@ class Pool:
         # imap iterators still reading input: their read-ahead bound is lifted
         # at close(), since join() must not wait for someone to consume.
         self._iterators: weakref.WeakSet[IMapIterator] = weakref.WeakSet()
-        self._service = threading.Thread(
-            target=_service_loop,
-            args=(self._engine, self._cache, None, started.fork_worker),
-            name="ferropool-service",
-            daemon=True,
-        )
-        self._service.start()
-        started.wait_first()
+        try:
+            self._service = started.start_service(_run_callbacks, self._cache, "ferropool-service")
+            started.wait_first()
+        except BaseException:
+            # Ctrl-C while the first workers start, say: nothing outlives it.
+            started.stop_now()
+            raise
         self._state = RUN
         _live_pools.add(self)
 
@@ -454,24 +453,11 @@ def _terminate_forgotten_pools() -> None:
             pass
 
 
-def _service_loop(
-    engine: Any,
-    cache: Dict[int, Any],
-    on_engine_done: Optional[Callable[[], None]] = None,
-    fork_worker: Optional[Callable[[int, int, List[int]], None]] = None,
-) -> None:
-    """Runs callbacks of completed jobs, forwards the engine's log lines and
-    (`fork` pools) forks the workers the engine asks for; once the engine has
-    ended, runs `on_engine_done` (reaps helper processes when nobody joins)."""
-    while True:
-        events = engine.service_next()
-        if events is None:
-            break
-        jobs, forks = events
-        _launch.fork_asked(fork_worker, forks)
-        for job_id in jobs:
-            result = cache.pop(job_id, None)
-            if result is not None:
-                result._complete_with_callbacks()
-    if on_engine_done is not None:
-        on_engine_done()
+def _run_callbacks(job_ids: Iterator[int], cache: Dict[int, Any]) -> None:
+    """The pool's service thread (see `Started.start_service`): runs the
+    callbacks of jobs as they complete, in completion order. It holds the
+    results with callbacks, never the pool."""
+    for job_id in job_ids:
+        result = cache.pop(job_id, None)
+        if result is not None:
+            result._complete_with_callbacks()

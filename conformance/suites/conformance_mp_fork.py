@@ -1,0 +1,5 @@
+"""CPython's multiprocessing tests under the 'fork' start method."""
+
+from test._test_multiprocessing import install_tests_in_module_dict
+
+install_tests_in_module_dict(globals(), "fork")

@@ -1,0 +1,294 @@
+"""The state of a running ``ProcessPoolExecutor``, apart from the object users
+hold (see ``executor``): pending work, the engine jobs that carry it, the
+futures in flight. The executor's service thread holds this, never the
+executor, so an executor nobody references is collected while its work
+finishes here.
+
+    submit() ── pickle args ──▶ pending (cancellable) ──dispatch──▶ stream job of fn (running)
+    service thread ◀── each outcome ── engine: set the Future, dispatch more
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import weakref
+from concurrent.futures import Future
+from typing import Any, Callable, Deque, Dict, List, Optional
+
+from ._errors import BrokenProcessPool
+from ._outcomes import POOL_BROKEN, decode
+from ._pickling import dumps_call, dumps_function
+
+APPLY, STARMAP = 0, 2
+# Tasks handed to the engine per worker; the rest wait, cancellable, in Python.
+IN_FLIGHT_PER_WORKER = 2
+# Functions with a stream of their own at once; the least recently used
+# stream is closed when another function needs one.
+MAX_STREAMS = 16
+
+SHUTDOWN_MESSAGE = "cannot schedule new futures after shutdown"
+INTERPRETER_SHUTDOWN_MESSAGE = "cannot schedule new futures after interpreter shutdown"
+
+log = logging.getLogger("ferropool")
+
+
+class _WorkItem:
+    __slots__ = ("future", "fn", "payload")
+
+    def __init__(self, future: Future, fn: Callable[..., Any], payload: bytes):
+        self.future = future
+        self.fn = fn
+        self.payload = payload
+
+
+class _Stream:
+    """One engine job carrying every call of one function. It refers to the
+    function weakly where it can (the work items in flight hold it), so a
+    function, or the object of a bound method, is freed once its calls are
+    done; a function that takes no weak reference is held, and its stream
+    closed once idle."""
+
+    __slots__ = ("_ref", "_strong", "job", "next_index", "in_flight", "closed")
+
+    def __init__(self, fn: Callable[..., Any], job: Any, on_dead: Callable[[Any], None]) -> None:
+        try:
+            self._ref: Optional[weakref.ref] = weakref.ref(fn, on_dead)
+            self._strong: Any = None
+        except TypeError:
+            self._ref = None
+            self._strong = fn
+        self.job = job
+        self.next_index = 0
+        self.in_flight: Dict[int, _WorkItem] = {}
+        self.closed = False
+
+    def target(self) -> Any:
+        return self._strong if self._ref is None else self._ref()
+
+    def holds_its_function(self) -> bool:
+        return self._ref is None
+
+
+class ExecutorCore:
+    """Submitting, dispatching and settling futures for one executor. Every
+    method may be called from any thread; the lock is re-entrant because a
+    future's done-callbacks run where it is settled, and may submit."""
+
+    def __init__(self, engine: Any, max_workers: int, reap_helpers: Callable[[], None]) -> None:
+        self.engine = engine
+        self.reap_helpers = reap_helpers
+        self.service: Optional[threading.Thread] = None
+        self.lock = threading.RLock()
+        self.pending: Deque[_WorkItem] = collections.deque()
+        self.in_flight = 0
+        self.in_flight_limit = max_workers * IN_FLIGHT_PER_WORKER
+        # Jobs of map() calls whose results are still being read.
+        self.map_jobs: weakref.WeakSet[Any] = weakref.WeakSet()
+        # Streams by id(fn), most recently used last; and by engine job id.
+        self.streams: collections.OrderedDict[int, _Stream] = collections.OrderedDict()
+        self.by_job: Dict[int, _Stream] = {}
+        # Weak references whose function died (appended from any thread,
+        # by the weakref callback; streams are closed under the lock later).
+        self.dead_functions: Deque[Any] = collections.deque()
+        self.shutdown = False
+        self.engine_closed = False
+        self.broken: Optional[str] = None
+
+    # ----- submitting ----------------------------------------------------
+
+    def check_open(self, interpreter_exiting: bool) -> None:
+        if self.broken is None:
+            reason = self.engine.status()[1]
+            if reason is not None:
+                self._break(reason)
+        if self.broken is not None:
+            raise BrokenProcessPool(self.broken)
+        if self.shutdown:
+            raise RuntimeError(SHUTDOWN_MESSAGE)
+        if interpreter_exiting:
+            raise RuntimeError(INTERPRETER_SHUTDOWN_MESSAGE)
+
+    def submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict, exiting: bool) -> Future:
+        with self.lock:
+            self.check_open(exiting)
+            future: Future = Future()
+            try:
+                item = _WorkItem(future, fn, dumps_call(args, kwargs))
+            except Exception as e:
+                # As the stdlib: an argument that cannot be pickled fails its
+                # own future; the executor carries on.
+                future.set_exception(e)
+                return future
+            self.pending.append(item)
+            self.dispatch()
+        return future
+
+    def _stream_for(self, fn: Callable[..., Any]) -> _Stream:
+        """The stream of `fn`, made on first use (lock held)."""
+        if self.dead_functions:
+            self._close_dead_streams()
+        stream = self.streams.get(id(fn))
+        if stream is not None and stream.target() is fn:
+            self.streams.move_to_end(id(fn))
+            return stream
+        job = self.engine.new_job(dumps_function(fn), APPLY, False, True)
+        if stream is not None:
+            self._close_stream(stream)  # an earlier function with the same id
+        stream = _Stream(fn, job, self.dead_functions.append)
+        self.streams[id(fn)] = stream
+        self.by_job[job.id] = stream
+        while len(self.streams) > MAX_STREAMS:
+            _, old = self.streams.popitem(last=False)
+            self._close_stream(old)
+        return stream
+
+    def _close_dead_streams(self) -> None:
+        self.dead_functions.clear()
+        for key, stream in list(self.streams.items()):
+            if stream.target() is None:
+                del self.streams[key]
+                self._close_stream(stream)
+
+    def _close_stream(self, stream: _Stream) -> None:
+        if not stream.closed:
+            stream.closed = True
+            try:
+                self.engine.add_tasks(stream.job, stream.next_index, [], True)
+            except ValueError:
+                pass  # the engine already stopped: the job was failed there
+        if not stream.in_flight:
+            self.by_job.pop(stream.job.id, None)
+
+    def dispatch(self) -> None:
+        """Hands pending work to the engine while there is room (lock held)."""
+        while self.pending and self.broken is None:
+            if self.in_flight >= self.in_flight_limit:
+                break
+            item = self.pending.popleft()
+            if not item.future.set_running_or_notify_cancel():
+                continue
+            try:
+                stream = self._stream_for(item.fn)
+            except Exception as e:  # the function cannot be pickled
+                item.future.set_exception(e)
+                continue
+            index = stream.next_index
+            stream.next_index += 1
+            try:
+                self.engine.add_tasks(stream.job, index, [item.payload], False)
+            except ValueError:
+                # The engine has stopped (the pool broke meanwhile).
+                self._break(self.engine.status()[1] or "the pool's engine has stopped")
+                item.future.set_exception(BrokenProcessPool(self.broken))
+                continue
+            stream.in_flight[index] = item
+            self.in_flight += 1
+        if self.shutdown and not self.pending and not self.engine_closed:
+            # Close only once nothing waits here: the engine stops its workers
+            # as soon as it has no open jobs left.
+            self.engine_closed = True
+            for stream in list(self.streams.values()):
+                self._close_stream(stream)
+            self.streams.clear()
+            self.engine.close()
+
+    def _break(self, reason: str) -> None:
+        """The pool broke (lock held): pending work fails, nothing more runs."""
+        if self.broken is not None:
+            return
+        self.broken = reason
+        waiting, self.pending = self.pending, collections.deque()
+        for item in waiting:
+            if item.future.set_running_or_notify_cancel():
+                item.future.set_exception(BrokenProcessPool(reason))
+
+    # ----- outcomes (service thread) ---------------------------------------
+
+    def outcomes_arrived(self, job_id: int) -> None:
+        """Settles the futures of a stream's new outcomes."""
+        with self.lock:
+            stream = self.by_job.get(job_id)
+        if stream is None:
+            return
+        settled: List[tuple] = []
+        broken = None
+        for index, status, payload in stream.job.take():
+            item = stream.in_flight.pop(index, None)
+            if item is None:
+                # A second outcome for one task (the pool broke just as it
+                # was sent, which fails it twice): the first one stands.
+                continue
+            success, value = decode(status, payload, executor=True)
+            if status == POOL_BROKEN:
+                broken = str(value)
+            settled.append((item, success, value))
+        count = len(settled)
+        settled.reverse()
+        while settled:
+            # Popped, not iterated: once settled, a result is held only by
+            # its future (one the caller dropped frees it).
+            item, success, value = settled.pop()
+            _settle(item.future, success, value)
+        item = value = None
+        with self.lock:
+            self.in_flight -= count
+            if stream.closed and not stream.in_flight:
+                self.by_job.pop(stream.job.id, None)
+            elif stream.holds_its_function() and not stream.in_flight:
+                self._close_stream(stream)
+                for key, other in list(self.streams.items()):
+                    if other is stream:
+                        del self.streams[key]
+            if broken is not None:
+                self._break(broken)
+            if self.broken is None:
+                self.dispatch()
+            elif self.shutdown and not self.engine_closed:
+                self.engine_closed = True
+                self.engine.close()
+
+    # ----- stopping ------------------------------------------------------
+
+    def begin_shutdown(self, cancel_futures: bool = False) -> None:
+        with self.lock:
+            self.shutdown = True
+            if cancel_futures:
+                for item in self.pending:
+                    item.future.cancel()
+                self.pending.clear()
+            for job in list(self.map_jobs):
+                # Lazy maps read no more input; with cancel_futures, chunks
+                # not yet sent to a worker are cancelled too.
+                if cancel_futures:
+                    self.engine.cancel_queued(job)
+                else:
+                    job.stop_feeding()
+            self.dispatch()
+
+    def wait_stopped(self) -> None:
+        """Waits until the engine has ended, its service thread included."""
+        self.engine.wait_finished()
+        service = self.service
+        if service is not None and service is not threading.current_thread():
+            service.join()
+        self.reap_helpers()
+
+    def map_input_cut(self, fail: Callable[[BaseException], None]) -> None:
+        """A lazy map's feeder stopped before the end of its input: after a
+        shutdown, the results end with the stdlib's error for a submit."""
+        if self.shutdown:
+            fail(RuntimeError(SHUTDOWN_MESSAGE))
+
+
+def _settle(future: Future, success: bool, value: Any) -> None:
+    """Sets a future's outcome. Its done-callbacks run here; one that raises
+    even SystemExit must not stop the thread that settles the others."""
+    try:
+        if success:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+    except BaseException:
+        log.exception("ferropool: settling a future failed")
