@@ -105,10 +105,11 @@ class ExecutorCore:
                 self._break(reason)
         if self.broken is not None:
             raise BrokenProcessPool(self.broken)
-        if self.shutdown:
-            raise RuntimeError(SHUTDOWN_MESSAGE)
+        # The exit hook shuts executors down too: say why.
         if interpreter_exiting:
             raise RuntimeError(INTERPRETER_SHUTDOWN_MESSAGE)
+        if self.shutdown:
+            raise RuntimeError(SHUTDOWN_MESSAGE)
 
     def submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict, exiting: bool) -> Future:
         with self.lock:

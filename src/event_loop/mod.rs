@@ -230,10 +230,13 @@ impl EventLoop {
             }
             self.kill_overdue_workers();
             self.bury_dead_workers();
+            // Before retiring: an exit collected here can complete the last
+            // job of a closing pool, whose idle workers must then be told to
+            // exit in this turn (nothing else may come to wake the loop).
+            self.collect_exits();
             self.retire_workers();
             self.start_workers();
             self.dispatch();
-            self.collect_exits();
             self.advance_phase();
             self.publish_status();
         }
