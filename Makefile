@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test test-rust test-python demo bench bench-chart lint clean
+.PHONY: install test test-rust test-python conformance demo bench bench-chart lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ test-rust:
 test-python: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# CPython's own Pool and ProcessPoolExecutor tests, run against ferropool
+# under fork, spawn and forkserver (conformance/run.py says how; a few
+# minutes). Another interpreter: make conformance PYTHON=python3.12 VENV=.venv312
+conformance: install
+	$(PY) conformance/run.py $(CONFORMANCE_ARGS)
+
 # Every workload on ferropool, the stdlib and the installed peers (the bench
 # extra installs loky, billiard, pebble and mpire), then the ratio table.
 # Quicker: make bench PYTEST_ARGS=--bench-quick
@@ -48,10 +54,10 @@ lint: install
 	$(PY) -m pip install -q -e '.[test,lint]'
 	cargo fmt --check
 	PYO3_PYTHON=$(abspath $(PY)) cargo clippy --all-targets --quiet -- -D warnings
-	$(PY) -m ruff check python tests benches
+	$(PY) -m ruff check python tests benches conformance
 	$(PY) -m ruff format --check python
 	$(PY) -m mypy.stubtest ferropool._native
 	$(PY) -m mypy python/ferropool
 
 clean:
-	rm -rf $(VENV) target .pytest_cache
+	rm -rf $(VENV) target .pytest_cache .conformance

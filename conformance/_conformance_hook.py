@@ -8,12 +8,11 @@ scripts run with `python -I`).
 Only the names are replaced: `multiprocessing.pool.Pool` stays the stdlib's
 class (its `ThreadPool` subclass and the manager's pool use it)."""
 
-import os
-import sys
-
 import concurrent.futures as _futures
 import concurrent.futures.process as _futures_process
 import multiprocessing
+import os
+import sys
 from multiprocessing import context as _context
 
 import ferropool.executor

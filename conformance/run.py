@@ -214,7 +214,9 @@ def run_child(class_id: str, tests: List[str], timeout: float, out: str) -> None
         def addSubTest(self, test, subtest, err):  # type: ignore[no-untyped-def]
             if err is not None:
                 super().addSubTest(test, subtest, err)
-                failures = self.failures if issubclass(err[0], test.failureException) else self.errors
+                failures = (
+                    self.failures if issubclass(err[0], test.failureException) else self.errors
+                )
                 self._record(test, "failed", f"{subtest}: {failures[-1][1]}")
 
     module_name, cls_name = class_id.split(":")
@@ -286,8 +288,12 @@ def drive_class(
             args += ["--tests", ",".join(remaining), "--timeout", str(timeout), "--out", out]
             with open(log, "w") as log_file:
                 proc = subprocess.Popen(
-                    args, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True,
+                    args,
+                    env=env,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
                 )
                 # The child's own guard ends a hang; this one only covers a
                 # child that cannot even print its stacks.
@@ -343,7 +349,7 @@ def drive_class(
                 tally.failures.append((f"{label}.{name}", detail))
             elif tally.verbose:
                 print(f"  {outcome:7} {label}.{name}", flush=True)
-        for name, outcome, detail in extra:
+        for name, _outcome, detail in extra:
             counts["failed"] += 1
             tally.failures.append((f"{label} {name}", detail))
         for key, value in counts.items():
@@ -400,14 +406,24 @@ def install_hook() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", action="append", default=[],
-                        help="run only tests whose 'method/Class.test' matches (wildcards)")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                        help="seconds one test may run before it counts as hung")
-    parser.add_argument("--jobs", "-j", type=int, default=1,
-                        help="test classes run at once")
-    parser.add_argument("--allow-missing", action="store_true",
-                        help="run what this interpreter has when a test suite cannot be found")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="run only tests whose 'method/Class.test' matches (wildcards)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help="seconds one test may run before it counts as hung",
+    )
+    parser.add_argument("--jobs", "-j", type=int, default=1, help="test classes run at once")
+    parser.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="run what this interpreter has when a test suite cannot be found",
+    )
     parser.add_argument("--verbose", "-v", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--list", action="store_true", help=argparse.SUPPRESS)
@@ -433,12 +449,16 @@ def main() -> int:
             env["FERROPOOL_CONFORMANCE_TESTPATH"] = str(extra)
             print(f"conformance: test_concurrent_futures from {package_note(minor)}")
         elif args.allow_missing:
-            print(f"conformance: Python {minor}: test_concurrent_futures not found "
-                  "(neither in Lib/test nor as a distribution package): executor tests NOT run")
+            print(
+                f"conformance: Python {minor}: test_concurrent_futures not found "
+                "(neither in Lib/test nor as a distribution package): executor tests NOT run"
+            )
         else:
-            print(f"conformance: Python {minor}: test_concurrent_futures not found "
-                  "(neither in Lib/test nor as a distribution package); "
-                  "--allow-missing runs the Pool tests alone")
+            print(
+                f"conformance: Python {minor}: test_concurrent_futures not found "
+                "(neither in Lib/test nor as a distribution package); "
+                "--allow-missing runs the Pool tests alone"
+            )
             return 1
     install_hook()
 
@@ -471,8 +491,11 @@ def main() -> int:
 
     tally = Tally(args.verbose)
     total = sum(len(t) for _, t in plan)
-    print(f"conformance: Python {minor}, {total} tests in {len(plan)} classes, "
-          f"{excluded} excluded by {len(exclusions.rules)} lines of {EXCLUSIONS.name}", flush=True)
+    print(
+        f"conformance: Python {minor}, {total} tests in {len(plan)} classes, "
+        f"{excluded} excluded by {len(exclusions.rules)} lines of {EXCLUSIONS.name}",
+        flush=True,
+    )
     queue = list(plan)
     queue_lock = threading.Lock()
 

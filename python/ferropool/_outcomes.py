@@ -75,7 +75,9 @@ def decode(status: int, payload: Any, executor: bool = False) -> Decoded:
         except KeyboardInterrupt:
             raise
         except BaseException as e:
-            return False, _transfer_error("the task's result could not be unpickled in the parent", e)
+            return False, _transfer_error(
+                "the task's result could not be unpickled in the parent", e
+            )
     if status == RAISED:
         text = "<no description>"
         try:
