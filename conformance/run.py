@@ -514,10 +514,9 @@ def main() -> int:
         t.join()
 
     if not args.only:
-        stale = [p for p, n in exclusions.used.items() if n == 0]
-        for pattern in stale:
-            print(f"conformance: exclusion matches no test (remove it): {pattern}")
-            tally.counts["failed"] += 1
+        # Other Python versions carry other tests: a note, not a failure.
+        for pattern in [p for p, n in exclusions.used.items() if n == 0]:
+            print(f"conformance: exclusion matches no test of Python {minor}: {pattern}")
     for name, detail in tally.failures:
         print(f"\n======== FAILED {name}\n{detail.rstrip()}")
     c = tally.counts
