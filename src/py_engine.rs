@@ -266,6 +266,11 @@ impl PyEngine {
         Ok(done)
     }
 
+    /// Why the pool broke, or None: a cheap look for every submit.
+    fn broken(&self) -> Option<String> {
+        self.engine.shared.status.lock().broken.clone()
+    }
+
     /// (phase, broken reason or None, live worker pids).
     fn status(&self) -> (&'static str, Option<String>, Vec<i32>) {
         let s = self.engine.shared.status.lock();

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -25,6 +26,14 @@ def child_env() -> dict:
     """Environment for a script run in a subprocess: it can import _helpers."""
     path = [str(TESTS), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return dict(os.environ, PYTHONPATH=os.pathsep.join(path), PYTHONIOENCODING="utf-8")
+
+
+def default_sigint() -> None:
+    """A Popen `preexec_fn` for scripts that must take Ctrl-C: a shell
+    without job control starts background commands with SIGINT ignored, and
+    Python then installs no KeyboardInterrupt handler. The script gets the
+    disposition of a program started at a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def make_pool_with(method: str, style: str, *args, **kwargs):

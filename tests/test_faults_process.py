@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from _support import METHODS, child_env, still_running
+from _support import METHODS, child_env, default_sigint, still_running
 
 SCRIPTS = Path(__file__).resolve().parent / "fault_scripts"
 WORKERS_GONE = 5.0  # seconds; the issue says 1
@@ -46,6 +46,7 @@ class Script:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=new_session,
+            preexec_fn=default_sigint,
         )
         self.lines: queue.Queue = queue.Queue()
         self.stderr = ""

@@ -15,7 +15,7 @@ import time
 
 import psutil
 import pytest
-from _support import METHODS, child_env, wait_gone
+from _support import METHODS, child_env, default_sigint, wait_gone
 
 SCRIPT = textwrap.dedent(
     """
@@ -59,7 +59,6 @@ SCRIPT = textwrap.dedent(
 
 HANG_GUARD = 30  # seconds; the stdlib and ferropool both take well under 2 s
 
-
 def run_and_interrupt(tmp_path, method, blocker, style):
     script = tmp_path / "blocked.py"
     script.write_text(SCRIPT, encoding="utf-8")
@@ -70,6 +69,7 @@ def run_and_interrupt(tmp_path, method, blocker, style):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     ) as proc:
         try:
             line = proc.stdout.readline()

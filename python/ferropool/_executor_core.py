@@ -100,7 +100,7 @@ class ExecutorCore:
 
     def check_open(self, interpreter_exiting: bool) -> None:
         if self.broken is None:
-            reason = self.engine.status()[1]
+            reason = self.engine.broken()
             if reason is not None:
                 self._break(reason)
         if self.broken is not None:
@@ -181,7 +181,7 @@ class ExecutorCore:
                 self.engine.add_tasks(stream.job, index, [item.payload], False)
             except ValueError:
                 # The engine has stopped (the pool broke meanwhile).
-                self._break(self.engine.status()[1] or "the pool's engine has stopped")
+                self._break(self.engine.broken() or "the pool's engine has stopped")
                 item.future.set_exception(BrokenProcessPool(self.broken))
                 continue
             stream.in_flight[index] = item
