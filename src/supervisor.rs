@@ -25,7 +25,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command};
 
-use nix::sys::signal::Signal;
+use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{sendmsg, setsockopt, sockopt, ControlMessage, MsgFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -191,6 +191,55 @@ impl OwnChild {
         // SAFETY: a fresh descriptor owned by nobody else.
         Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
     }
+}
+
+/// Sends `signal` to a worker the engine started and to the process group it
+/// leads (where a task's own children are). `pid` must come from the engine's
+/// own records (a fork, a spawn, the zygote's report), never from a worker's
+/// message. Pids that `kill` would read as something else (0: the caller's
+/// group; 1 and below: init, or every process) and this process's own are
+/// refused. With `pidfd` (a pidfd of that very process), the process is
+/// signalled through it, and the group only while the process still runs:
+/// a pid that was freed and reused is never hit.
+pub fn signal_worker(pid: i32, pidfd: Option<&OwnedFd>, signal: Signal) {
+    if pid <= 1 || pid as u32 == std::process::id() {
+        return;
+    }
+    if let Some(fd) = pidfd {
+        if process_ended(fd) {
+            return;
+        }
+        let _ = kill(Pid::from_raw(-pid), signal);
+        // SAFETY: pidfd_send_signal takes a pidfd we own, a signal number, a
+        // null siginfo and no flags; it returns 0 or -1 and touches no memory.
+        let sent = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                signal as libc::c_int,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if sent == 0 {
+            return;
+        }
+    } else {
+        let _ = kill(Pid::from_raw(-pid), signal);
+    }
+    let _ = kill(Pid::from_raw(pid), signal);
+}
+
+/// Whether the process of a pidfd has ended (the pidfd is readable then).
+fn process_ended(pidfd: &OwnedFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut poll, 1, 0) };
+    n > 0 && poll.revents != 0
 }
 
 impl Launcher {

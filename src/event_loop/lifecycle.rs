@@ -11,8 +11,7 @@
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 use super::{Dying, EventLoop, Worker, WorkerState, EXIT_STATUS_GRACE, TERMINATE_GRACE};
 use crate::engine::{Phase, ServiceEvent};
@@ -20,7 +19,7 @@ use crate::jobs::TaskOutcome;
 use crate::outbox::Outbox;
 use crate::protocol::{FrameDecoder, Kind, ResultStatus};
 use crate::scheduler::{Scheduler, Task, WorkerSlot};
-use crate::supervisor::{ExitInfo, OwnChild};
+use crate::supervisor::{signal_worker, ExitInfo, OwnChild};
 
 impl EventLoop {
     pub(super) fn live_worker_target(&self) -> usize {
@@ -143,7 +142,7 @@ impl EventLoop {
             w.child = Some(child);
             if stopping {
                 // Forked while the pool was being stopped: it missed that.
-                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+                signal_worker(pid, w.exit_fd.as_ref(), Signal::SIGTERM);
             }
         } else if let Some(d) = self.dying.iter_mut().find(|d| d.number == number) {
             let child = OwnChild::Forked(pid);
@@ -153,7 +152,7 @@ impl EventLoop {
         } else {
             // Already given up on (the pool is gone): make sure it ends.
             let mut child = OwnChild::Forked(pid);
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            signal_worker(pid, child.exit_fd().as_ref(), Signal::SIGKILL);
             let _ = child.wait();
         }
     }
@@ -230,8 +229,7 @@ impl EventLoop {
                 continue;
             }
             if let Some(pid) = w.pid {
-                let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                signal_worker(pid, w.exit_fd.as_ref(), Signal::SIGKILL);
             }
             w.timed_out = true;
             let msg = format!(
@@ -299,7 +297,7 @@ impl EventLoop {
             if exit.is_none() {
                 // Socket closed but the process lingers: make sure it ends.
                 if let Some(pid) = d.pid {
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    signal_worker(pid, d.exit_fd.as_ref(), Signal::SIGKILL);
                 }
                 if let Some(child) = d.child.as_mut() {
                     let _ = child.wait();
@@ -417,8 +415,7 @@ impl EventLoop {
             if let Some(pid) = w.pid.or_else(|| self.zygote_pids.get(&w.number).copied()) {
                 // Its process group too: a task's own children would keep
                 // the worker's socket open, and stay behind.
-                let _ = kill(Pid::from_raw(-pid), signal);
-                let _ = kill(Pid::from_raw(pid), signal);
+                signal_worker(pid, w.exit_fd.as_ref(), signal);
             }
             // Idle workers see EOF and exit even if SIGTERM is ignored;
             // shutdown() works however many processes hold the fd.
@@ -456,8 +453,7 @@ impl EventLoop {
             if Instant::now() >= deadline {
                 for w in &self.workers {
                     if let Some(pid) = w.pid {
-                        let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
-                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                        signal_worker(pid, w.exit_fd.as_ref(), Signal::SIGKILL);
                     }
                 }
                 // Workers the zygote started whose pid we never learned: the

@@ -475,13 +475,18 @@ impl EventLoop {
             };
             match frame.kind {
                 Kind::Ready => {
+                    // The pid in the frame is the worker's word: never used
+                    // (the engine signals only pids it learned itself).
                     let w = &mut self.workers[idx];
-                    w.pid = Some(frame.index as i32);
                     if w.state == WorkerState::Starting {
                         w.state = WorkerState::Ready;
                     }
                     self.boot_failures = 0;
-                    let msg = format!("worker {} (pid {}) started", w.number, frame.index);
+                    let pid = w.pid.or_else(|| self.zygote_pids.get(&w.number).copied());
+                    let msg = match pid {
+                        Some(pid) => format!("worker {} (pid {pid}) started", w.number),
+                        None => format!("worker {} started", w.number),
+                    };
                     self.shared.log(log::Level::Info, msg);
                 }
                 Kind::Result => {
@@ -555,12 +560,15 @@ impl EventLoop {
             Ok(events) => {
                 for event in events {
                     match event {
-                        ZygoteEvent::Started { number, pid } => {
+                        // The zygote's report (our own code, not a task's):
+                        // where a forkserver worker's pid comes from.
+                        ZygoteEvent::Started { number, pid } if pid > 1 => {
                             self.zygote_pids.insert(number, pid);
                             if let Some(w) = self.workers.iter_mut().find(|w| w.number == number) {
-                                w.pid.get_or_insert(pid);
+                                w.pid = Some(pid);
                             }
                         }
+                        ZygoteEvent::Started { .. } => {}
                         ZygoteEvent::Exited { pid, info } => {
                             self.zygote_exits.insert(pid, info);
                         }

@@ -1,0 +1,62 @@
+"""Tasks that attack the parent from inside a worker, by writing frames of
+their own onto the worker's real socket (importable by spawn and forkserver
+workers by name). The wire format is the engine's (src/protocol.rs): a
+22-byte header `<u32 len><u8 kind><u8 flags><u64 job><u64 index>`, `len`
+counting everything after itself."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import struct
+import time
+
+READY = 10
+HEADER = struct.Struct("<IBBQQ")
+PEERCRED = struct.Struct("3i")
+
+
+def frame(kind: int, flags: int, job: int, index: int, payload: bytes = b"") -> bytes:
+    return HEADER.pack(HEADER.size - 4 + len(payload), kind, flags, job, index) + payload
+
+
+def sockets_to(parent_pid: int) -> list:
+    """The fds of this process's Unix sockets made by `parent_pid` (a
+    socketpair reports its creator as the peer): the worker's channel is
+    among them."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+            sock = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            continue
+        with sock:
+            if sock.family != socket.AF_UNIX:
+                continue
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size)
+            if PEERCRED.unpack(creds)[0] == parent_pid:
+                found.append(fd)
+    return found
+
+
+def forge(parent_pid: int, data: bytes) -> int:
+    """Writes `data` onto every socket to the parent; returns how many."""
+    fds = sockets_to(parent_pid)
+    for fd in fds:
+        os.write(fd, data)
+    return len(fds)
+
+
+def forge_ready(parent_pid: int, claimed_pid: int) -> int:
+    """A Ready frame claiming that this worker is process `claimed_pid`."""
+    return forge(parent_pid, frame(READY, 0, 0, claimed_pid & 0xFFFFFFFFFFFFFFFF))
+
+
+def forge_ready_then_sleep(parent_pid: int, claimed_pid: int, seconds: float) -> int:
+    sent = forge_ready(parent_pid, claimed_pid)
+    time.sleep(seconds)
+    return sent

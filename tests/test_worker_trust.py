@@ -1,0 +1,133 @@
+"""A worker runs the user's code, so whatever arrives on its socket is
+untrusted: tasks here write forged frames onto their worker's real socket,
+and the parent must not believe them. The signalled "victim" is a `sleep`
+started by the test in a session of its own, checked alive afterwards."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+
+import _hostile_helpers as hh
+import ferropool
+import pytest
+from _support import METHODS, child_env
+from ferropool import TaskTimeoutError
+
+
+@pytest.fixture
+def victim():
+    proc = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def _started_records(caplog):
+    """The engine's "worker N (pid P) started" lines: one per Ready frame."""
+    return [
+        r
+        for r in caplog.records
+        if r.name == "ferropool"
+        and r.getMessage().startswith("worker ")
+        and r.getMessage().endswith(" started")
+    ]
+
+
+def _wait_for(predicate, timeout=10.0):
+    """Polls `predicate` (a hang guard, not a speed bound)."""
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return predicate()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", METHODS)
+def test_terminate_never_signals_a_pid_a_worker_claims(method, victim, caplog):
+    caplog.set_level(logging.INFO, logger="ferropool")
+    pool = ferropool.get_context(method).Pool(2)
+    try:
+        assert pool.map(abs, range(-4, 4)) == [4, 3, 2, 1, 0, 1, 2, 3]
+        assert _wait_for(lambda: len(_started_records(caplog)) >= 2)
+        before = len(_started_records(caplog))
+        assert pool.apply(hh.forge_ready, (os.getpid(), victim.pid)) >= 1
+        # The engine read the forged frame (it logs every Ready it reads).
+        assert _wait_for(lambda: len(_started_records(caplog)) > before), caplog.text
+    finally:
+        pool.terminate()
+    time.sleep(0.2)
+    assert victim.poll() is None, "terminate() signalled the pid a worker claimed"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", METHODS)
+def test_task_timeout_kills_the_real_worker_not_the_claimed_pid(method, victim):
+    with ferropool.get_context(method).Pool(1, task_timeout=1.0) as pool:
+        worker = pool.apply(os.getpid)
+        res = pool.apply_async(hh.forge_ready_then_sleep, (os.getpid(), victim.pid, 30))
+        with pytest.raises(TaskTimeoutError):
+            res.get(timeout=30)
+        assert victim.poll() is None, "task_timeout killed the pid a worker claimed"
+        assert pool.apply(os.getpid) != worker  # the real worker was replaced
+        assert _wait_for(lambda: not os.path.exists(f"/proc/{worker}"))
+
+
+CONTAINED = textwrap.dedent(
+    """
+    import os, subprocess, sys, time
+    import ferropool
+    import _hostile_helpers as hh
+
+    if __name__ == "__main__":
+        method, claimed = sys.argv[1], int(sys.argv[2])
+        victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+        pool = ferropool.get_context(method).Pool(2)
+        print("forged", pool.apply(hh.forge_ready, (os.getpid(), claimed)), flush=True)
+        time.sleep(0.5)
+        pool.terminate()
+        time.sleep(0.3)
+        print("victim alive" if victim.poll() is None else "victim killed", flush=True)
+        victim.kill()
+        print("survived", flush=True)
+    """
+)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("claimed", [0, 0xFFFFFFFF], ids=["pid0", "pid-1"])
+@pytest.mark.parametrize("method", METHODS)
+def test_claimed_pid_0_or_minus_1_signals_nothing(method, claimed, tmp_path):
+    """pid 0 would be the caller's own process group, 0xFFFFFFFF kill(-1):
+    every process the user may signal. Run in a PID namespace and a session
+    of its own (as root, as this project's machines and CI run), so that a
+    regression cannot reach the rest of the machine; the script is not pid 1
+    there (init ignores default signals), so pid 0 hitting it would show."""
+    unshare = shutil.which("unshare")
+    probe = subprocess.run(
+        [unshare or "unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True
+    )
+    if unshare is None or probe.returncode != 0:
+        pytest.skip("needs unshare --pid (root) to contain the test")
+    script = tmp_path / "contained.py"
+    script.write_text(CONTAINED)
+    command = f'"{sys.executable}" "{script}" {method} {claimed}; echo "exit $?"'
+    done = subprocess.run(
+        [unshare, "--pid", "--fork", "--mount-proc", "sh", "-c", command],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=80,
+        # Process groups are not confined by the namespace: kill(0) there
+        # would reach this test's own group.
+        start_new_session=True,
+    )
+    out = done.stdout
+    assert "forged " in out and "forged 0" not in out, out + done.stderr
+    assert "victim alive" in out, out + done.stderr
+    assert "survived" in out and "exit 0" in out, out + done.stderr
