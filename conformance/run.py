@@ -149,7 +149,8 @@ def list_tests() -> Dict[str, List[str]]:
         for name, only in MP_CLASSES.items():
             names = loader.getTestCaseNames(getattr(module, name))
             selected[f"{module.__name__}:{name}"] = [n for n in names if only is None or n in only]
-    for module_name in executor_modules():
+    executors = executor_modules() if _has_module("test.test_concurrent_futures") else []
+    for module_name in executors:
         module = importlib.import_module(module_name)
         for name, obj in sorted(vars(module).items()):
             if (

@@ -135,6 +135,19 @@ impl ResultStatus {
             _ => return None,
         })
     }
+
+    /// Whether a worker may report it; the others are the engine's or the
+    /// parent's own (a worker sending one breaks the protocol).
+    pub fn sent_by_workers(self) -> bool {
+        matches!(
+            self,
+            ResultStatus::Ok
+                | ResultStatus::OkOutOfBand
+                | ResultStatus::Raised
+                | ResultStatus::RaisedUnpicklable
+                | ResultStatus::EncodingError
+        )
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -338,6 +351,12 @@ impl FrameDecoder {
     /// Bytes received but not yet part of a complete frame.
     pub fn pending(&self) -> usize {
         self.end - self.start
+    }
+
+    /// Bytes of a frame not yet complete are held (call after taking every
+    /// complete frame).
+    pub fn mid_frame(&self) -> bool {
+        self.large.is_some() || self.pending() > 0
     }
 
     /// How many more bytes the frame being received needs (0 if unknown).

@@ -44,11 +44,15 @@ def sockets_to(parent_pid: int) -> list:
 
 
 def forge(parent_pid: int, data: bytes) -> int:
-    """Writes `data` onto every socket to the parent; returns how many."""
-    fds = sockets_to(parent_pid)
-    for fd in fds:
-        os.write(fd, data)
-    return len(fds)
+    """Writes `data` onto every open socket to the parent; returns how many."""
+    sent = 0
+    for fd in sockets_to(parent_pid):
+        try:
+            os.write(fd, data)
+            sent += 1
+        except OSError:
+            pass  # a socket inherited from an earlier pool, closed at the other end
+    return sent
 
 
 def forge_ready(parent_pid: int, claimed_pid: int) -> int:
@@ -58,5 +62,29 @@ def forge_ready(parent_pid: int, claimed_pid: int) -> int:
 
 def forge_ready_then_sleep(parent_pid: int, claimed_pid: int, seconds: float) -> int:
     sent = forge_ready(parent_pid, claimed_pid)
+    time.sleep(seconds)
+    return sent
+
+
+RESULT = 11
+
+
+def forge_result(parent_pid: int, job: int, index: int, status: int, value) -> int:
+    """A well-formed Result frame for a task of the forger's choosing."""
+    import pickle
+
+    return forge(parent_pid, frame(RESULT, status, job, index, pickle.dumps(value)))
+
+
+def forge_partial_then_sleep(parent_pid: int, how: str, seconds: float) -> int:
+    """Begins a frame and never finishes it: 10 header bytes, a header and
+    3 payload bytes, or a header announcing 2 GiB."""
+    if how == "header_only":
+        data = frame(RESULT, 0, 1, 0, b"xyz")[:10]
+    elif how == "three_bytes":
+        data = frame(RESULT, 0, 1, 0, b"x" * 100)[: HEADER.size + 3]
+    else:
+        data = HEADER.pack(1 << 31, RESULT, 0, 1, 0) + b"abc"
+    sent = forge(parent_pid, data)
     time.sleep(seconds)
     return sent

@@ -17,7 +17,7 @@ import _hostile_helpers as hh
 import ferropool
 import pytest
 from _support import METHODS, child_env
-from ferropool import TaskTimeoutError
+from ferropool import TaskTimeoutError, WorkerLostError
 
 
 @pytest.fixture
@@ -131,3 +131,61 @@ def test_claimed_pid_0_or_minus_1_signals_nothing(method, claimed, tmp_path):
     assert "forged " in out and "forged 0" not in out, out + done.stderr
     assert "victim alive" in out, out + done.stderr
     assert "survived" in out and "exit 0" in out, out + done.stderr
+
+
+# ----- frames that break the protocol ------------------------------------------------
+
+PARTIAL = ["header_only", "three_bytes", "two_gib_length"]
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("method", METHODS)
+def test_a_frame_cut_short_fails_its_task_and_frees_the_channel(method):
+    """A frame begun and never finished: the task fails with an error naming
+    the worker and what it sent, the worker is replaced, and the tasks sent
+    after it still run (they were swallowed for ever before)."""
+    with ferropool.get_context(method).Pool(3) as pool:
+        assert pool.map(abs, range(-3, 3)) == [3, 2, 1, 0, 1, 2]
+        results = [
+            pool.apply_async(hh.forge_partial_then_sleep, (os.getpid(), how, 60))
+            for how in PARTIAL
+        ]
+        for res in results:
+            with pytest.raises(WorkerLostError) as info:
+                res.get(timeout=60)
+            message = str(info.value)
+            assert "worker process" in message and "broke the protocol" in message, message
+            assert "a frame cut short" in message, message
+        assert pool.map_async(abs, range(-3, 3), chunksize=1).get(timeout=30) == [
+            3, 2, 1, 0, 1, 2
+        ]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", METHODS)
+def test_a_result_for_a_task_the_worker_does_not_hold_is_refused(method):
+    """A fresh pool's first call is job 1: task 0 forges a well-formed result
+    for task 3 (a later one), for task 9 (never given) and a LOCAL_ERROR for
+    itself. None is believed: the forging task fails naming the violation,
+    the map never returns a forged value."""
+    parent = os.getpid()
+    cases = [(3, 0, 42), (9, 0, 42), (0, 7, None)]
+    for index, status, value in cases:
+        with ferropool.get_context(method).Pool(2) as pool:
+            args = [(parent, 1, index, status, value)] + [(0, 0, 0, 0, None)] * 3
+            with pytest.raises(WorkerLostError) as info:
+                pool.starmap(_forge_on_first, [(i, *a) for i, a in enumerate(args)], chunksize=1)
+            message = str(info.value)
+            assert "broke the protocol" in message, message
+            if status == 7:
+                assert "a result with status 7" in message, message
+            else:
+                assert f"a result for task {index} of job 1" in message, message
+            assert pool.map(abs, range(-2, 2)) == [2, 1, 0, 1]
+
+
+def _forge_on_first(position, parent, job, index, status, value):
+    if position == 0:
+        hh.forge_result(parent, job, index, status, value)
+        time.sleep(0.5)  # the forged frame goes first
+    return position

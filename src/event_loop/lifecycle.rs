@@ -77,6 +77,8 @@ impl EventLoop {
                         dead: false,
                         unforked: false,
                         timed_out: false,
+                        violation: None,
+                        last_byte_at: Instant::now(),
                     });
                     let idx = self.workers.len() - 1;
                     self.flush(idx);
@@ -193,7 +195,8 @@ impl EventLoop {
                 exit_fd,
                 expected: w.state == WorkerState::Retiring && lost.is_none(),
                 before_ready: w.state == WorkerState::Starting,
-                killed_by_us: w.timed_out,
+                killed_by_us: w.timed_out || w.violation.is_some(),
+                violation: w.violation.take(),
                 lost,
                 since: Instant::now(),
             });
@@ -321,7 +324,13 @@ impl EventLoop {
                 .log(log::Level::Warn, format!("{who} {exit}{}", exit.hint()));
         }
         if let Some(task) = d.lost {
-            let message = format!("{who} {exit} while running this task{}", exit.hint());
+            let message = match &d.violation {
+                Some(why) => format!(
+                    "{who} broke the protocol while running this task: it sent {why}; \
+                     it was killed and replaced"
+                ),
+                None => format!("{who} {exit} while running this task{}", exit.hint()),
+            };
             let d = self.scheduler.deliver(
                 task.job,
                 TaskOutcome {

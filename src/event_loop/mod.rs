@@ -25,7 +25,7 @@ use crate::jobs::{Job, JobId, TaskOutcome};
 use crate::outbox::Outbox;
 use crate::protocol::{FrameDecoder, Kind, ResultStatus};
 use crate::scheduler::{Delivered, Scheduler, Task, WorkerSlot};
-use crate::supervisor::{ExitInfo, Launcher, OwnChild, ZygoteEvent};
+use crate::supervisor::{signal_worker, ExitInfo, Launcher, OwnChild, ZygoteEvent};
 use std::os::fd::OwnedFd;
 
 mod lifecycle;
@@ -34,6 +34,9 @@ mod lifecycle;
 const EXIT_STATUS_GRACE: Duration = Duration::from_secs(1);
 /// How long terminated workers get after SIGTERM before SIGKILL.
 const TERMINATE_GRACE: Duration = Duration::from_millis(500);
+/// A frame begun and then left without a byte for this long is cut short:
+/// the worker breaks the protocol (a worker writes each frame in one go).
+const FRAME_STALL: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum WorkerState {
@@ -62,6 +65,10 @@ struct Worker {
     unforked: bool,
     /// Killed for running past the task timeout.
     timed_out: bool,
+    /// Killed for breaking the protocol: what it sent.
+    violation: Option<String>,
+    /// When the last byte came from it (a frame left unfinished is timed).
+    last_byte_at: Instant,
 }
 
 /// What one non-blocking read or write on a worker socket means.
@@ -154,6 +161,8 @@ struct Dying {
     expected: bool,
     /// We killed it (task timeout): its signal is no news either.
     killed_by_us: bool,
+    /// It broke the protocol (and was killed for it): what it sent.
+    violation: Option<String>,
     since: Instant,
 }
 
@@ -229,6 +238,7 @@ impl EventLoop {
                 self.service_worker(idx, revents);
             }
             self.kill_overdue_workers();
+            self.fail_stalled_frames();
             self.bury_dead_workers();
             // Before retiring: an exit collected here can complete the last
             // job of a closing pool, whose idle workers must then be told to
@@ -288,7 +298,8 @@ impl EventLoop {
             }
         }
         let mut timeout_ms = self.exit_wait_timeout_ms();
-        if let Some(deadline) = self.next_task_deadline() {
+        let deadlines = [self.next_task_deadline(), self.next_frame_stall()];
+        if let Some(deadline) = deadlines.into_iter().flatten().min() {
             let ms = deadline
                 .saturating_duration_since(Instant::now())
                 .as_millis() as i32
@@ -449,7 +460,11 @@ impl EventLoop {
     fn read_worker(&mut self, idx: usize) {
         loop {
             let w = &mut self.workers[idx];
-            match socket_step(w.decoder.read_from(&mut w.sock)) {
+            let step = socket_step(w.decoder.read_from(&mut w.sock));
+            if matches!(step, Step::Again) {
+                w.last_byte_at = Instant::now();
+            }
+            match step {
                 // A short read emptied the socket: the next poll says when
                 // there is more, without a read that fails with EAGAIN.
                 Step::Again if w.decoder.drained() => break,
@@ -466,10 +481,7 @@ impl EventLoop {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
-                    let w = &mut self.workers[idx];
-                    let what = format!("{} sent a corrupt frame ({e}); replacing it", w.describe());
-                    w.dead = true;
-                    self.shared.log(log::Level::Error, what);
+                    self.protocol_violation(idx, format!("a corrupt frame ({e})"));
                     break;
                 }
             };
@@ -491,7 +503,33 @@ impl EventLoop {
                 }
                 Kind::Result => {
                     let status = ResultStatus::from_u8(frame.flags)
-                        .unwrap_or(ResultStatus::RaisedUnpicklable);
+                        .filter(|s| s.sent_by_workers())
+                        .ok_or_else(|| format!("a result with status {}", frame.flags));
+                    let w = &self.workers[idx];
+                    if w.state == WorkerState::Retiring
+                        && w.slot.inflight.is_empty()
+                        && (self.phase == Phase::Terminating || self.broken.is_some())
+                    {
+                        continue; // its task was failed when the pool stopped
+                    }
+                    let status = status.and_then(|status| {
+                        // A worker runs its tasks in the order it got them.
+                        let running = self.workers[idx].slot.inflight.front();
+                        match running {
+                            Some(t) if t.job == frame.job && t.index == frame.index => Ok(status),
+                            _ => Err(format!(
+                                "a result for task {} of job {}, which it was not running",
+                                frame.index, frame.job
+                            )),
+                        }
+                    });
+                    let status = match status {
+                        Ok(status) => status,
+                        Err(why) => {
+                            self.protocol_violation(idx, why);
+                            break;
+                        }
+                    };
                     let outcome = TaskOutcome {
                         index: frame.index,
                         status,
@@ -510,9 +548,60 @@ impl EventLoop {
                     let msg = format!("{} retires: {why}; replacing it", w.describe());
                     self.shared.log(log::Level::Info, msg);
                 }
-                _ => {} // workers send nothing else
+                other => {
+                    self.protocol_violation(
+                        idx,
+                        format!("a {other:?} frame, which workers never send"),
+                    );
+                    break;
+                }
             }
         }
+    }
+
+    /// The worker broke the protocol: whatever it sends is no longer
+    /// believed. It is killed (it cannot be trusted to exit) and replaced;
+    /// the task it was running fails saying what it sent (see `worker_ended`).
+    fn protocol_violation(&mut self, idx: usize, why: String) {
+        let w = &mut self.workers[idx];
+        if w.violation.is_none() {
+            let msg = format!(
+                "{} broke the protocol: it sent {why}; killed it",
+                w.describe()
+            );
+            self.shared.log(log::Level::Error, msg);
+            if let Some(pid) = w.pid.or_else(|| self.zygote_pids.get(&w.number).copied()) {
+                signal_worker(pid, w.exit_fd.as_ref(), nix::sys::signal::Signal::SIGKILL);
+            }
+            w.violation = Some(why);
+        }
+        w.dead = true;
+    }
+
+    /// Workers that began a frame and then sent nothing for FRAME_STALL.
+    fn fail_stalled_frames(&mut self) {
+        let now = Instant::now();
+        for idx in 0..self.workers.len() {
+            let w = &self.workers[idx];
+            if w.dead || !w.decoder.mid_frame() || now < w.last_byte_at + FRAME_STALL {
+                continue;
+            }
+            let short = w.decoder.wanted();
+            let why = format!(
+                "a frame cut short ({short} bytes missing, nothing more for {:?})",
+                FRAME_STALL
+            );
+            self.protocol_violation(idx, why);
+        }
+    }
+
+    /// The earliest moment a begun frame counts as cut short.
+    fn next_frame_stall(&self) -> Option<Instant> {
+        self.workers
+            .iter()
+            .filter(|w| !w.dead && w.decoder.mid_frame())
+            .map(|w| w.last_byte_at + FRAME_STALL)
+            .min()
     }
 
     /// Follow-up of an outcome: callbacks and cache eviction.
