@@ -123,6 +123,18 @@ class Started:
         self.service.start()
         return self.service
 
+    def serve(self, serve: Callable[..., None], state: Any, name: str) -> threading.Thread:
+        """`start_service`, then waits for the first workers; if either fails
+        or is interrupted (Ctrl-C), everything started is stopped (see
+        `stop_now`) before the error goes on."""
+        try:
+            thread = self.start_service(serve, state, name)
+            self.wait_first()
+        except BaseException:
+            self.stop_now()
+            raise
+        return thread
+
     def stop_now(self) -> None:
         """The owner could not be made (its constructor failed or was
         interrupted, Ctrl-C included): stop the engine and everything it

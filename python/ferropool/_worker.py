@@ -133,48 +133,52 @@ def _dump_value(result: Any) -> tuple:
     return (OK_OUT_OF_BAND if out_of_band else OK), data
 
 
-def run_task(mode: int, func: Callable[..., Any], payload: bytes) -> tuple:
-    """A Pool's task: returns (status, pickled bytes). Exceptions that end a
-    process (SystemExit, KeyboardInterrupt) raised by the task are not
-    caught: the worker exits and the engine reports the task as lost, as for
-    any other death. A result that cannot be pickled gives the stdlib's
-    MaybeEncodingError."""
-    try:
-        args = _loads(payload)
-    except BaseException as e:
-        return _dump_exception(e, IN_ARGUMENTS)
-    try:
-        result = _call(mode, func, args)
-    except Exception as e:
-        return _dump_exception(e)
-    try:
-        return _dump_value(result)
-    except Exception as e:
-        from multiprocessing.pool import MaybeEncodingError  # see _dump_exception
+def _task_runner(executor: bool) -> Callable[[int, Callable[..., Any], bytes], tuple]:
+    """The function the Rust loop calls to run one task: (mode, function,
+    pickled arguments) -> (status, pickled bytes).
 
+    A Pool's (`executor` False): exceptions that end a process (SystemExit,
+    KeyboardInterrupt) raised by the task are not caught: the worker exits
+    and the engine reports the task as lost, as for any other death; a result
+    that cannot be pickled gives the stdlib's MaybeEncodingError.
+
+    A ProcessPoolExecutor's, as the stdlib executor's worker runs tasks: any
+    BaseException (`sys.exit()` in the task, or while its result is pickled)
+    fails the task with that exception and the worker carries on; a result
+    that cannot be pickled fails with the pickling error itself.
+
+    Either way, arguments that cannot be unpickled fail the task (the parent
+    makes it a TaskTransferError) and the worker carries on."""
+    caught = BaseException if executor else Exception
+
+    def run(mode: int, func: Callable[..., Any], payload: bytes) -> tuple:
         try:
-            return ENCODING_ERROR, _dumps(MaybeEncodingError(e, result))
-        except Exception:
+            args = _loads(payload)
+        except BaseException as e:
+            return _dump_exception(e, IN_ARGUMENTS)
+        try:
+            result = _call(mode, func, args)
+        except caught as e:
             return _dump_exception(e)
+        try:
+            return _dump_value(result)
+        except caught as e:
+            return _dump_exception(e) if executor else _encoding_error(e, result)
+
+    return run
 
 
-def run_executor_task(mode: int, func: Callable[..., Any], payload: bytes) -> tuple:
-    """A ProcessPoolExecutor's task, as the stdlib executor's worker runs it:
-    any BaseException (`sys.exit()` in the task, or while its result is
-    pickled) fails the task with that exception and the worker carries on;
-    a result that cannot be pickled fails with the pickling error itself."""
+def _encoding_error(error: BaseException, result: Any) -> tuple:
+    from multiprocessing.pool import MaybeEncodingError  # see _dump_exception
+
     try:
-        args = _loads(payload)
-    except BaseException as e:
-        return _dump_exception(e, IN_ARGUMENTS)
-    try:
-        result = _call(mode, func, args)
-    except BaseException as e:
-        return _dump_exception(e)
-    try:
-        return _dump_value(result)
-    except BaseException as e:
-        return _dump_exception(e)
+        return ENCODING_ERROR, _dumps(MaybeEncodingError(error, result))
+    except Exception:
+        return _dump_exception(error)
+
+
+run_task = _task_runner(executor=False)
+run_executor_task = _task_runner(executor=True)
 
 
 def load_failed(exc: BaseException) -> tuple:

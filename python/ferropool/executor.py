@@ -98,14 +98,7 @@ class ProcessPoolExecutor(Executor):
             executor=True,
         )
         core = ExecutorCore(started.engine, max_workers, started.reap)
-        try:
-            core.service = started.start_service(
-                _serve_outcomes, core, "ferropool-executor-service"
-            )
-            started.wait_first()
-        except BaseException:
-            started.stop_now()
-            raise
+        core.service = started.serve(_serve_outcomes, core, "ferropool-executor-service")
         self._core = core
         _live_cores.add(core)
         # Dropped without shutdown(): as the stdlib's at garbage collection,

@@ -106,13 +106,8 @@ class Pool:
         # imap iterators still reading input: their read-ahead bound is lifted
         # at close(), since join() must not wait for someone to consume.
         self._iterators: weakref.WeakSet[IMapIterator] = weakref.WeakSet()
-        try:
-            self._service = started.start_service(_run_callbacks, self._cache, "ferropool-service")
-            started.wait_first()
-        except BaseException:
-            # Ctrl-C while the first workers start, say: nothing outlives it.
-            started.stop_now()
-            raise
+        # Ctrl-C while the first workers start, say: nothing outlives it.
+        self._service = started.serve(_run_callbacks, self._cache, "ferropool-service")
         self._state = RUN
         _live_pools.add(self)
 
