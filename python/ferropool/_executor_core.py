@@ -17,6 +17,7 @@ import weakref
 from concurrent.futures import Future
 from typing import Any, Callable, Deque, Dict, List, Optional
 
+from . import _launch
 from ._errors import BrokenProcessPool
 from ._outcomes import POOL_BROKEN, decode
 from ._pickling import dumps_call, dumps_function
@@ -95,10 +96,13 @@ class ExecutorCore:
         self.shutdown = False
         self.engine_closed = False
         self.broken: Optional[str] = None
+        self.owner = _launch.Ownership()
 
     # ----- submitting ----------------------------------------------------
 
     def check_open(self, interpreter_exiting: bool) -> None:
+        if self.owner.foreign():
+            raise self.owner.refuse("executor")
         if self.broken is None:
             reason = self.engine.broken()
             if reason is not None:
@@ -253,6 +257,8 @@ class ExecutorCore:
     # ----- stopping ------------------------------------------------------
 
     def begin_shutdown(self, cancel_futures: bool = False) -> None:
+        if self.owner.foreign():
+            return  # the parent's: nothing of it runs here
         with self.lock:
             self.shutdown = True
             if cancel_futures:
@@ -270,6 +276,8 @@ class ExecutorCore:
 
     def wait_stopped(self) -> None:
         """Waits until the engine has ended, its service thread included."""
+        if self.owner.foreign():
+            return
         self.engine.wait_finished()
         service = self.service
         if service is not None and service is not threading.current_thread():

@@ -37,6 +37,40 @@ from ._worker import InheritedFd, WorkerSetup, forked_worker_main
 
 log = logging.getLogger("ferropool")
 
+# Bumped in the child of every fork: a pool or executor made before it
+# belongs to the parent (its engine thread and service thread do not exist in
+# the child), so the child neither uses nor waits for it.
+_fork_generation = 0
+
+
+def _forked() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+class Ownership:
+    """Which process a pool or executor belongs to."""
+
+    __slots__ = ("generation", "pid")
+
+    def __init__(self) -> None:
+        self.generation = _fork_generation
+        self.pid = os.getpid()
+
+    def foreign(self) -> bool:
+        """This process is a fork of the owner (or of a fork of it)."""
+        return self.generation != _fork_generation
+
+    def refuse(self, what: str) -> RuntimeError:
+        return RuntimeError(
+            f"this {what} belongs to process {self.pid}; a process forked from it cannot "
+            f"use it (make a new one in the child)"
+        )
+
+
 # A crash loop: this many unexpected worker deaths (per worker of the pool,
 # at least CRASH_LIMIT_MIN) within CRASH_WINDOW seconds break the pool.
 CRASH_LIMIT_PER_WORKER = 5

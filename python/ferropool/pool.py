@@ -76,6 +76,7 @@ class Pool:
         max_memory_per_child: Optional[int] = None,
     ) -> None:
         self._state = INIT
+        self._owner = _launch.Ownership()
         self._ctx = context
         method = _launch.start_method_of(context)
         if processes is None:
@@ -128,7 +129,7 @@ class Pool:
         self.terminate()
 
     def __del__(self, _warn: Any = warnings.warn, RUN: str = RUN) -> None:
-        if getattr(self, "_state", None) == RUN:
+        if getattr(self, "_state", None) == RUN and not self._owner.foreign():
             _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self)
             try:
                 self.terminate()
@@ -136,20 +137,23 @@ class Pool:
                 pass
 
     def _check_running(self) -> None:
+        if self._owner.foreign():
+            raise self._owner.refuse("pool")
         if self._state != RUN:
             raise ValueError("Pool not running")
 
     def close(self) -> None:
         """No more work will be submitted; workers exit once it is done."""
-        if self._state == RUN:
+        if self._state == RUN and not self._owner.foreign():
             self._state = CLOSE
             for it in list(self._iterators):
                 it._job.release_on_arrival()
             self._engine.close()
 
     def terminate(self) -> None:
-        """Stops the workers now. Unfinished work fails with BrokenProcessPool."""
-        if self._state == INIT:
+        """Stops the workers now. Unfinished work fails with BrokenProcessPool.
+        (In a forked child, a pool of the parent's is left to the parent.)"""
+        if self._state == INIT or self._owner.foreign():
             return
         self._state = TERMINATE
         self._engine.terminate()
@@ -161,7 +165,8 @@ class Pool:
             raise ValueError("Pool is still running")
         elif self._state not in (CLOSE, TERMINATE):
             raise ValueError("In unknown state")
-        self._wait_stopped()
+        if not self._owner.foreign():
+            self._wait_stopped()
 
     def _wait_stopped(self) -> None:
         self._engine.wait_finished()
