@@ -88,3 +88,16 @@ def forge_partial_then_sleep(parent_pid: int, how: str, seconds: float) -> int:
     sent = forge(parent_pid, data)
     time.sleep(seconds)
     return sent
+
+
+def fds_of_socket(inode: int) -> list:
+    """This process's fds that are the socket with this inode."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            st = os.fstat(int(name))
+        except OSError:
+            continue
+        if stat.S_ISSOCK(st.st_mode) and st.st_ino == inode:
+            found.append(int(name))
+    return found

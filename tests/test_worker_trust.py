@@ -189,3 +189,38 @@ def _forge_on_first(position, parent, job, index, status, value):
         hh.forge_result(parent, job, index, status, value)
         time.sleep(0.5)  # the forged frame goes first
     return position
+
+
+# ----- the fork server's socket ------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_the_fork_servers_socket_stays_with_its_client():
+    """Only the process that started the fork server holds its socket: not
+    a `fork` pool's workers, not a plain os.fork() child (either could send
+    the server requests otherwise)."""
+    from ferropool import _forkserver
+
+    with ferropool.get_context("forkserver").Pool(1) as pool:
+        assert pool.apply(abs, (-1,)) == 1
+    server = _forkserver._server
+    assert server is not None and server.alive()
+    assert not os.get_inheritable(server.sock.fileno())
+    inode = os.fstat(server.sock.fileno()).st_ino
+    assert hh.fds_of_socket(inode) == [server.sock.fileno()]
+    with ferropool.get_context("fork").Pool(1) as pool:
+        assert pool.apply(hh.fds_of_socket, (inode,)) == []
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        os.write(write_end, str(len(hh.fds_of_socket(inode))).encode())
+        os._exit(0)
+    os.close(write_end)
+    held = os.read(read_end, 16)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert held == b"0"
+    # The server still serves its client.
+    with ferropool.get_context("forkserver").Pool(1) as pool:
+        assert pool.apply(abs, (-2,)) == 2

@@ -58,6 +58,23 @@ _lock = threading.Lock()
 _server: Optional[_Server] = None
 
 
+def _forget_inherited_server() -> None:
+    """In the child of a fork (a `fork` pool's worker, a plain `os.fork()`):
+    the fork server is the parent's. Its socket is close-on-exec already (as
+    every socket Python makes), but a fork keeps it: closed here, so that no
+    task in the child can send the server requests."""
+    global _server
+    if _server is not None:
+        try:
+            _server.sock.close()
+        except OSError:
+            pass
+        _server = None
+
+
+os.register_at_fork(after_in_child=_forget_inherited_server)
+
+
 def _start_server(prepare: bytes) -> _Server:
     ours, theirs = socket.socketpair()
     with theirs:
@@ -78,10 +95,7 @@ def _start_server(prepare: bytes) -> _Server:
 def _server_for(prepare: bytes) -> _Server:
     global _server
     if _server is not None and not _server.alive():
-        if _server.owner == os.getpid():
-            _server.stop()
-        else:  # inherited through fork: the parent's server, not ours
-            _server.sock.close()
+        _server.stop()
         _server = None
     if _server is None:
         _server = _start_server(prepare)
