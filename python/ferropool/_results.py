@@ -9,14 +9,35 @@ import logging
 import threading
 import time
 from multiprocessing import TimeoutError as MPTimeoutError
-from typing import Any, Deque, Dict, List, Optional
+from typing import Any, Deque, Dict, List, NoReturn, Optional
 
+from ._errors import BrokenProcessPool
 from ._feeding import Window, feeder_min_room
 from ._outcomes import LOCAL_ERROR, decode
 
 __all__ = ["ApplyResult", "AsyncResult", "IMapIterator", "MapResult"]
 
 log = logging.getLogger("ferropool")
+
+
+# Set at interpreter exit, when pools nobody closed are terminated (pool.py).
+_pools_stopped_at_exit = False
+
+
+def _raise(error: BaseException) -> NoReturn:
+    """Raises a task's error where the caller waits. One exception: while the
+    interpreter exits, the pools nobody closed are terminated, and a thread
+    still waiting on one (a daemon thread: the others were joined before)
+    would report the termination as an error at exit. The stdlib's waits
+    never return then, and print nothing; this one stays asleep too, until
+    the process ends."""
+    if (
+        _pools_stopped_at_exit
+        and isinstance(error, BrokenProcessPool)
+        and threading.current_thread() is not threading.main_thread()
+    ):
+        threading.Event().wait()
+    raise error
 
 
 class ApplyResult:
@@ -55,7 +76,7 @@ class ApplyResult:
         success, value = self._resolve()
         if success:
             return value
-        raise value
+        _raise(value)
 
     def _resolve(self) -> tuple:
         with self._lock:
@@ -194,7 +215,7 @@ class IMapIterator:
                 if not success:
                     if self._chunked:
                         self._stopped = True  # as the stdlib's chunked imap: stop after an error
-                    raise value
+                    _raise(value)
                 if len(value) == 1:
                     return value[0]
                 value.reverse()

@@ -19,7 +19,7 @@ import warnings
 import weakref
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Union
 
-from . import _launch
+from . import _launch, _results
 from ._feeding import Window, feed
 from ._pickling import dumps_call, dumps_chunk, dumps_function
 from ._results import ApplyResult, AsyncResult, IMapIterator, MapResult
@@ -445,7 +445,9 @@ def _growing_chunks() -> Iterator[int]:
 
 @atexit.register
 def _terminate_forgotten_pools() -> None:
-    """At interpreter exit, stop pools nobody closed (as the stdlib does)."""
+    """At interpreter exit, stop pools nobody closed (as the stdlib does),
+    without a word from the daemon threads still waiting on them."""
+    _results._pools_stopped_at_exit = True
     for pool in list(_live_pools):
         try:
             pool.terminate()
