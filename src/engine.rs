@@ -311,6 +311,7 @@ mod tests {
         let launcher = Launcher::spawn(
             vec!["/bin/sh".into(), "-c".into(), "sleep 5".into()],
             Vec::new(),
+            true,
         )
         .expect("launcher");
         let engine = Engine::start(config, launcher).expect("engine");

@@ -109,7 +109,9 @@ impl PyEngine {
                     .into_iter()
                     .map(dup_fd)
                     .collect::<PyResult<Vec<_>>>()?;
-                Launcher::spawn(argv, fds).map_err(EngineError::Io)?
+                // Workers lead process groups only where a task timeout
+                // must reach a task's children (see Launcher::spawn).
+                Launcher::spawn(argv, fds, task_timeout.is_some()).map_err(EngineError::Io)?
             }
             (None, Some(fd)) => Launcher::zygote(dup_fd(fd)?).map_err(EngineError::Io)?,
             (None, None) if fork_workers => {

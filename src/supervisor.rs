@@ -103,6 +103,8 @@ pub enum Launcher {
         argv: Vec<OsString>,
         /// Kept open for the pool's life; each worker gets them from fd 4 on.
         inherited: Vec<OwnedFd>,
+        /// Each worker leads a process group of its own (see `spawn`).
+        own_group: bool,
     },
     Zygote {
         control: UnixStream,
@@ -243,14 +245,26 @@ fn process_ended(pidfd: &OwnedFd) -> bool {
 }
 
 impl Launcher {
-    pub fn spawn(argv: Vec<OsString>, inherited: Vec<OwnedFd>) -> io::Result<Launcher> {
+    /// Spawns a fresh interpreter per worker. With `own_group` (a pool with
+    /// a task timeout) each leads a process group of its own, so that a
+    /// timed-out task's children die with it; without, a task may start a
+    /// session of its own (`os.setsid()` fails in a group leader).
+    pub fn spawn(
+        argv: Vec<OsString>,
+        inherited: Vec<OwnedFd>,
+        own_group: bool,
+    ) -> io::Result<Launcher> {
         // Move the fds well above the numbers they will take in the child, so
         // the dup2 calls there cannot overwrite one another.
         let inherited = inherited
             .into_iter()
             .map(|fd| dup_above(fd.as_raw_fd(), 100))
             .collect::<io::Result<Vec<_>>>()?;
-        Ok(Launcher::Spawn { argv, inherited })
+        Ok(Launcher::Spawn {
+            argv,
+            inherited,
+            own_group,
+        })
     }
 
     pub fn zygote(control: OwnedFd) -> io::Result<Launcher> {
@@ -303,8 +317,12 @@ impl Launcher {
             let _ = setsockopt(sock, sockopt::RcvBuf, &SOCKET_BUFFER);
         }
         match self {
-            Launcher::Spawn { argv, inherited } => {
-                let child = spawn_worker(argv, &theirs, inherited)?;
+            Launcher::Spawn {
+                argv,
+                inherited,
+                own_group,
+            } => {
+                let child = spawn_worker(argv, &theirs, inherited, *own_group)?;
                 Ok(Launched {
                     sock: ours,
                     child: Some(OwnChild::Spawned(child)),
@@ -418,7 +436,12 @@ fn dup_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
-fn spawn_worker(argv: &[OsString], sock: &UnixStream, inherited: &[OwnedFd]) -> io::Result<Child> {
+fn spawn_worker(
+    argv: &[OsString],
+    sock: &UnixStream,
+    inherited: &[OwnedFd],
+    own_group: bool,
+) -> io::Result<Child> {
     let Some((program, args)) = argv.split_first() else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -430,8 +453,9 @@ fn spawn_worker(argv: &[OsString], sock: &UnixStream, inherited: &[OwnedFd]) -> 
     let inherited_raw: Vec<RawFd> = inherited.iter().map(|fd| fd.as_raw_fd()).collect();
     let mut cmd = Command::new(program);
     cmd.args(args);
-    // Own process group, so a timed-out task's children die with it.
-    cmd.process_group(0);
+    if own_group {
+        cmd.process_group(0);
+    }
     // SAFETY: the closure runs in the child between fork and exec and only
     // makes async-signal-safe calls (dup2, prctl).
     unsafe {
@@ -489,6 +513,7 @@ mod tests {
         let mut launcher = Launcher::spawn(
             vec!["/bin/sh".into(), "-c".into(), "echo hi >&3".into()],
             Vec::new(),
+            false,
         )
         .expect("launcher");
         let mut launched = launcher.launch(1).expect("launch");

@@ -101,3 +101,9 @@ def fds_of_socket(inode: int) -> list:
         if stat.S_ISSOCK(st.st_mode) and st.st_ino == inode:
             found.append(int(name))
     return found
+
+
+def start_session() -> tuple:
+    """os.setsid() in a task: (the new session id, the worker's pid)."""
+    os.setsid()
+    return os.getsid(0), os.getpid()

@@ -224,3 +224,21 @@ def test_the_fork_servers_socket_stays_with_its_client():
     # The server still serves its client.
     with ferropool.get_context("forkserver").Pool(1) as pool:
         assert pool.apply(abs, (-2,)) == 2
+
+
+# ----- a task's own session ----------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", METHODS)
+def test_a_task_may_start_a_session_of_its_own(method):
+    """As with the stdlib: workers do not lead process groups (a group
+    leader cannot call setsid). Only with `task_timeout` do they, so that a
+    timed-out task's children die with it: the documented trade-off."""
+    with ferropool.get_context(method).Pool(1) as pool:
+        sid, pid = pool.apply(hh.start_session)
+        assert sid == pid
+        assert pool.apply(abs, (-3,)) == 3
+    with ferropool.get_context(method).Pool(1, task_timeout=30) as pool:
+        with pytest.raises(PermissionError):
+            pool.apply(hh.start_session)

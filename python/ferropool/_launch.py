@@ -256,6 +256,7 @@ def start_engine(
         parent_pid=os.getpid(),
         max_memory=max_memory,
         executor=executor,
+        own_group=task_timeout is not None,
     )
     common = dict(
         task_timeout=task_timeout,

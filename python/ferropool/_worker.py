@@ -56,6 +56,7 @@ class WorkerSetup:
         parent_pid: int,
         max_memory: Optional[int] = None,
         executor: bool = False,
+        own_group: bool = False,
     ) -> None:
         self.initializer = initializer
         self.initargs = initargs
@@ -66,6 +67,10 @@ class WorkerSetup:
         # A ProcessPoolExecutor's worker: tasks run as the stdlib executor's
         # do (see run_executor_task), and a failing initializer is logged.
         self.executor = executor
+        # Lead a process group of its own: only with a task timeout, which
+        # then kills the group (a task's children too); a group leader
+        # cannot start a session (`os.setsid()` in a task).
+        self.own_group = own_group
 
 
 class InheritedFd:
@@ -321,8 +326,8 @@ def forked_worker_main(
         _native.set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != parent_pid:
             os._exit(1)  # the parent died before prctl took effect
-        # Own process group: a timed-out task's children die with it.
-        os.setpgid(0, 0)
+        if setup.own_group:
+            os.setpgid(0, 0)
         channel = _native.WorkerChannel(sock_fd)
         code = run_worker(channel, setup, number, forked=True)
     finally:

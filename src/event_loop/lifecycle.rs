@@ -422,8 +422,8 @@ impl EventLoop {
         self.cancel_unforked_workers();
         for w in &mut self.workers {
             if let Some(pid) = w.pid.or_else(|| self.zygote_pids.get(&w.number).copied()) {
-                // Its process group too: a task's own children would keep
-                // the worker's socket open, and stay behind.
+                // Its process group too, where it leads one (pools with a
+                // task timeout): a task's own children would stay behind.
                 signal_worker(pid, w.exit_fd.as_ref(), signal);
             }
             // Idle workers see EOF and exit even if SIGTERM is ignored;
