@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,6 +28,22 @@ def child_env() -> dict:
     """Environment for a script run in a subprocess: it can import _helpers."""
     path = [str(TESTS), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return dict(os.environ, PYTHONPATH=os.pathsep.join(path), PYTHONIOENCODING="utf-8")
+
+
+def run_script(
+    directory: Path, text: str, *args: str, timeout: float = 50
+) -> subprocess.CompletedProcess:
+    """Writes `text` to a script in `directory` and runs it in a fresh
+    interpreter (it can import the test helpers); its output as text."""
+    script = directory / "script.py"
+    script.write_text(text)
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def default_sigint() -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import gc
 import os
 import pickle
-import subprocess
-import sys
 import threading
 import time
 import weakref
@@ -20,7 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 import _fidelity_helpers as fx
 import ferropool
 import pytest
-from _support import METHODS, child_env, descendants, wait_gone
+from _support import METHODS, descendants, run_script, wait_gone
 from ferropool import TaskTransferError
 
 
@@ -340,15 +338,7 @@ if __name__ == "__main__":
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("method", METHODS)
 def test_submit_from_an_atexit_hook_is_refused(method, tmp_path):
-    script = tmp_path / "submit_at_exit.py"
-    script.write_text(SUBMIT_AT_EXIT)
-    done = subprocess.run(
-        [sys.executable, str(script), method],
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=50,
-    )
+    done = run_script(tmp_path, SUBMIT_AT_EXIT, method)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "42"

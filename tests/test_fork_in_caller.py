@@ -5,12 +5,10 @@ one raises a clear error. The parent's pool is untouched."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
 import pytest
-from _support import METHODS, child_env
+from _support import METHODS, run_script
 
 SCRIPT = textwrap.dedent(
     """
@@ -59,15 +57,7 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("kind", ["Pool", "ProcessPoolExecutor"])
 @pytest.mark.parametrize("method", METHODS)
 def test_a_forked_child_refuses_the_parents_pool_and_exits(method, kind, tmp_path):
-    script = tmp_path / "fork_in_caller.py"
-    script.write_text(SCRIPT)
-    done = subprocess.run(
-        [sys.executable, str(script), kind, method],
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=50,
-    )
+    done = run_script(tmp_path, SCRIPT, kind, method)
     lines = done.stdout.splitlines()
     assert done.returncode == 0, done.stdout + done.stderr
     assert lines[0] == "parent [1, 2]", done.stdout + done.stderr

@@ -5,12 +5,10 @@ waiting thread never returns, so it prints nothing either)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
 import pytest
-from _support import METHODS, child_env
+from _support import METHODS, run_script
 
 SCRIPT = textwrap.dedent(
     """
@@ -41,15 +39,7 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("how", ["map", "imap", "get"])
 @pytest.mark.parametrize("method", METHODS)
 def test_exit_with_a_daemon_thread_waiting_on_a_pool_is_silent(method, how, tmp_path):
-    script = tmp_path / "quiet_exit.py"
-    script.write_text(SCRIPT)
-    done = subprocess.run(
-        [sys.executable, str(script), method, how],
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=50,
-    )
+    done = run_script(tmp_path, SCRIPT, method, how)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "main thread done\n"
     assert done.stderr == "", done.stderr
