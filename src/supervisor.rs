@@ -457,9 +457,14 @@ fn spawn_worker(
         cmd.process_group(0);
     }
     // SAFETY: the closure runs in the child between fork and exec and only
-    // makes async-signal-safe calls (dup2, prctl).
+    // makes async-signal-safe calls (signal, dup2, prctl).
     unsafe {
         cmd.pre_exec(move || {
+            // Ctrl-C at a terminal reaches the whole process group, workers
+            // included (they lead no group of their own without a task
+            // timeout): ignored from the start, through exec, so a worker
+            // still starting up does not die of it. The parent handles it.
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
             if libc::dup2(sock_raw, SPAWN_SOCKET_FD) < 0 {
                 return Err(io::Error::last_os_error());
             }

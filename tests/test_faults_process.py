@@ -49,7 +49,7 @@ class Script:
             preexec_fn=default_sigint,
         )
         self.lines: queue.Queue = queue.Queue()
-        self.stderr = ""
+        self._stderr = ""
         self.readers = [
             threading.Thread(target=self._read_out, daemon=True),
             threading.Thread(target=self._read_err, daemon=True),
@@ -63,7 +63,16 @@ class Script:
         self.lines.put((time.monotonic(), None))
 
     def _read_err(self):
-        self.stderr = self.proc.stderr.read()
+        self._stderr = self.proc.stderr.read()
+
+    @property
+    def stderr(self):
+        """What the script wrote to stderr. Once it has exited, all of it:
+        the pipe ends only when every process holding it (its workers too)
+        has closed it, which may come a moment after the script's own exit."""
+        if self.proc.poll() is not None:
+            self.readers[1].join(HANG_GUARD)
+        return self._stderr
 
     def line(self, timeout=HANG_GUARD):
         """(arrival time, the next line of stdout); None at EOF."""

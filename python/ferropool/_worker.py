@@ -316,6 +316,8 @@ def forked_worker_main(
     need, then serves tasks on `sock_fd`. Never returns."""
     code = 1
     try:
+        # First: Ctrl-C to the process group is the parent's to handle.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for fd in close_fds:
