@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test test-rust test-python conformance demo bench bench-chart lint clean
+.PHONY: install test test-rust test-python test-bigmem conformance demo bench bench-chart lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test-rust:
 
 test-python: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Payloads of 2 and 4 GiB under every start method (about 16 GiB of memory
+# and several minutes; the normal suite runs one 2 GiB round trip).
+test-bigmem: install
+	$(PY) -m pytest tests/test_huge_payloads.py -m bigmem $(PYTEST_ARGS)
 
 # CPython's own Pool and ProcessPoolExecutor tests, run against ferropool
 # under fork, spawn and forkserver (conformance/run.py says how; a few

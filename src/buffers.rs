@@ -14,8 +14,10 @@ const MAX_KEPT_BYTES: usize = 256 << 20;
 
 static KEPT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-/// A buffer of exactly `len` bytes (contents unspecified, initialised).
-pub fn take(len: usize) -> Vec<u8> {
+/// A buffer of exactly `len` bytes (contents unspecified, initialised), or
+/// None where memory cannot be had: the size may be a worker's claim, and a
+/// failed allocation must be refused, not abort the process.
+pub fn try_take(len: usize) -> Option<Vec<u8>> {
     let reused = {
         let mut kept = lock(&KEPT);
         // The smallest kept buffer that fits.
@@ -30,10 +32,31 @@ pub fn take(len: usize) -> Vec<u8> {
     match reused {
         Some(mut buf) => {
             buf.resize(len, 0); // zero-fills only a tail beyond its old length
-            buf
+            Some(buf)
         }
-        // Zeroed allocation of this size is fresh mmap: no memset is paid.
-        None => vec![0u8; len],
+        None => alloc_zeroed(len),
+    }
+}
+
+/// `vec![0u8; len]` that reports failure instead of aborting. A zeroed
+/// allocation of this size is fresh mmap: no memset is paid, and pages are
+/// committed only when written.
+fn alloc_zeroed(len: usize) -> Option<Vec<u8>> {
+    if len == 0 {
+        return Some(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<u8>(len).ok()?;
+    // SAFETY: the layout has a non-zero size (checked above). A non-null
+    // pointer is a block of `len` zeroed bytes from the global allocator
+    // with u8's alignment, which is exactly what `Vec<u8>` with capacity and
+    // length `len` owns and later frees with the same layout; zeroed bytes
+    // are initialised u8 values.
+    unsafe {
+        let ptr = std::alloc::alloc_zeroed(layout);
+        if ptr.is_null() {
+            return None;
+        }
+        Some(Vec::from_raw_parts(ptr, len, len))
     }
 }
 
@@ -52,16 +75,24 @@ mod tests {
 
     #[test]
     fn a_given_back_buffer_is_reused_with_the_asked_length() {
-        let mut a = take(3 << 20);
+        let mut a = try_take(3 << 20).expect("3 MiB");
         a[0] = 7;
         let ptr = a.as_ptr();
         give_back(a);
-        let b = take(2 << 20);
+        let b = try_take(2 << 20).expect("2 MiB");
         assert_eq!(b.len(), 2 << 20);
         assert_eq!(b.as_ptr(), ptr, "the kept buffer came back");
-        let c = take(1 << 20);
+        let c = try_take(1 << 20).expect("1 MiB");
         assert_eq!(c.len(), 1 << 20);
+        assert!(c.iter().all(|b| *b == 0));
         give_back(b);
         give_back(c);
+    }
+
+    #[test]
+    fn a_size_beyond_memory_is_refused_not_fatal() {
+        assert!(try_take(1 << 62).is_none());
+        assert!(try_take(isize::MAX as usize).is_none());
+        assert_eq!(try_take(0).map(|v| v.len()), Some(0));
     }
 }

@@ -1,25 +1,28 @@
 //! Wire format between the engine and one worker (one socketpair per worker).
 //!
-//! Every message is a frame: a fixed 22-byte header followed by an opaque
+//! Every message is a frame: a fixed 26-byte header followed by an opaque
 //! payload (pickled bytes; the engine never looks inside):
 //!
 //! ```text
-//!  0      4     5      6            14            22
-//!  | len  | kind| flags|    job     |   index    | payload (len - 18 bytes) ...
-//!  u32 LE  u8    u8     u64 LE        u64 LE
+//!  0          8     9      10           18            26
+//!  |   len    | kind| flags|    job     |   index    | payload (len - 18 bytes) ...
+//!  u64 LE      u8    u8     u64 LE        u64 LE
 //! ```
 //!
 //! `len` counts everything after itself, so a reader needs only the first
-//! four bytes to know how much to wait for.
+//! eight bytes to know how much to wait for. It is 64 bits wide: a payload
+//! may be as large as memory allows (the stdlib's pipes take more than
+//! 4 GiB too). A length is only a claim: the buffer for it is allocated
+//! fallibly (a claim beyond memory is refused, not an abort) and its pages
+//! are committed only as bytes arrive.
 
 use std::fmt;
 use std::io::{self, Read};
 
 /// Bytes before the payload.
-pub const HEADER_LEN: usize = 22;
-/// Frames above this size are refused: a corrupt length must not make the
-/// engine try to allocate gigabytes.
-pub const MAX_FRAME_LEN: usize = 1 << 31;
+pub const HEADER_LEN: usize = 26;
+/// Bytes of the length field, which counts the rest of the frame.
+const LEN_FIELD: usize = 8;
 
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,15 +165,21 @@ pub struct Frame {
 #[derive(Debug, PartialEq, Eq)]
 pub enum ProtocolError {
     UnknownKind(u8),
-    TooLong(usize),
-    TooShort(usize),
+    /// A length this process cannot allocate a buffer for.
+    TooLong(u64),
+    TooShort(u64),
 }
 
 impl fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ProtocolError::UnknownKind(k) => write!(f, "unknown frame kind {k}"),
-            ProtocolError::TooLong(n) => write!(f, "frame of {n} bytes exceeds the limit"),
+            ProtocolError::TooLong(n) => {
+                write!(
+                    f,
+                    "a frame of {n} bytes, more than this process can allocate"
+                )
+            }
             ProtocolError::TooShort(n) => write!(f, "frame length {n} is shorter than a header"),
         }
     }
@@ -178,15 +187,15 @@ impl fmt::Display for ProtocolError {
 
 impl std::error::Error for ProtocolError {}
 
-/// The 22 header bytes for a frame whose payload is `payload_len` long.
+/// The header bytes for a frame whose payload is `payload_len` long.
 pub fn header(kind: Kind, flags: u8, job: u64, index: u64, payload_len: usize) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
-    let len = (HEADER_LEN - 4 + payload_len) as u32;
-    h[0..4].copy_from_slice(&len.to_le_bytes());
-    h[4] = kind as u8;
-    h[5] = flags;
-    h[6..14].copy_from_slice(&job.to_le_bytes());
-    h[14..22].copy_from_slice(&index.to_le_bytes());
+    let len = (HEADER_LEN - LEN_FIELD + payload_len) as u64;
+    h[0..8].copy_from_slice(&len.to_le_bytes());
+    h[8] = kind as u8;
+    h[9] = flags;
+    h[10..18].copy_from_slice(&job.to_le_bytes());
+    h[18..26].copy_from_slice(&index.to_le_bytes());
     h
 }
 
@@ -196,19 +205,24 @@ pub fn encode_into(out: &mut Vec<u8>, kind: Kind, flags: u8, job: u64, index: u6
     out.extend_from_slice(payload);
 }
 
+fn le_u64(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))
+}
+
 /// Parses the header; returns (kind, flags, job, index, payload length).
+/// The length is checked only against the address space here; whether a
+/// buffer of that size can be had is for the allocation to say.
 pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<(Kind, u8, u64, u64, usize), ProtocolError> {
-    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
-    if len < HEADER_LEN - 4 {
+    let len = le_u64(&h[0..8]);
+    if len < (HEADER_LEN - LEN_FIELD) as u64 {
         return Err(ProtocolError::TooShort(len));
     }
-    if len > MAX_FRAME_LEN {
-        return Err(ProtocolError::TooLong(len));
-    }
-    let kind = Kind::from_u8(h[4]).ok_or(ProtocolError::UnknownKind(h[4]))?;
-    let job = u64::from_le_bytes(h[6..14].try_into().unwrap_or([0; 8]));
-    let index = u64::from_le_bytes(h[14..22].try_into().unwrap_or([0; 8]));
-    Ok((kind, h[5], job, index, len - (HEADER_LEN - 4)))
+    let plen = usize::try_from(len - (HEADER_LEN - LEN_FIELD) as u64)
+        .ok()
+        .filter(|n| *n <= isize::MAX as usize)
+        .ok_or(ProtocolError::TooLong(len))?;
+    let kind = Kind::from_u8(h[8]).ok_or(ProtocolError::UnknownKind(h[8]))?;
+    Ok((kind, h[9], le_u64(&h[10..18]), le_u64(&h[18..26]), plen))
 }
 
 /// Header fields of a frame, without its payload.
@@ -296,7 +310,9 @@ impl FrameDecoder {
         let body = self.start + HEADER_LEN;
         let have = (self.end - body).min(plen);
         // A recycled buffer when one is kept: its pages are in place already.
-        let mut data = crate::buffers::take(plen);
+        let mut data = crate::buffers::try_take(plen).ok_or(ProtocolError::TooLong(
+            (HEADER_LEN - LEN_FIELD + plen) as u64,
+        ))?;
         data[..have].copy_from_slice(&self.buf[body..body + have]);
         self.start = body + have;
         self.large = Some(LargeFrame {
@@ -447,7 +463,7 @@ mod tests {
         encode_into(&mut wire, Kind::Func, CallMode::Starmap as u8, 7, 0, b"f");
         encode_into(&mut wire, Kind::Task, 0, 7, 3, &vec![9u8; 1000]);
         encode_into(&mut wire, Kind::Exit, 0, 0, 0, b"");
-        for piece in [1usize, 5, 22, 23, 4096] {
+        for piece in [1usize, 5, 26, 27, 4096] {
             let mut dec = FrameDecoder::new();
             let mut frames = Vec::new();
             for chunk in wire.chunks(piece) {
@@ -543,16 +559,33 @@ mod tests {
     #[test]
     fn rejects_unknown_kind_and_short_length() {
         let mut wire = header(Kind::Task, 0, 0, 0, 0).to_vec();
-        wire[4] = 99;
+        wire[8] = 99;
         let mut dec = FrameDecoder::new();
         dec.feed(&wire);
         assert_eq!(dec.next_frame(), Err(ProtocolError::UnknownKind(99)));
 
         let mut short = header(Kind::Task, 0, 0, 0, 0).to_vec();
-        short[0..4].copy_from_slice(&3u32.to_le_bytes());
+        short[0..8].copy_from_slice(&3u64.to_le_bytes());
         let mut dec = FrameDecoder::new();
         dec.feed(&short);
         assert_eq!(dec.next_frame(), Err(ProtocolError::TooShort(3)));
+    }
+
+    #[test]
+    fn lengths_past_four_gib_survive_the_header() {
+        let h = header(Kind::Result, 3, 7, 9, (5 << 30) + 1);
+        assert_eq!(parse_header(&h), Ok((Kind::Result, 3, 7, 9, (5 << 30) + 1)));
+    }
+
+    #[test]
+    fn a_length_beyond_memory_is_refused_not_fatal() {
+        for claim in [u64::MAX, 1u64 << 62] {
+            let mut wire = header(Kind::Result, 0, 1, 0, 0).to_vec();
+            wire[0..8].copy_from_slice(&claim.to_le_bytes());
+            let mut dec = FrameDecoder::new();
+            dec.feed(&wire);
+            assert_eq!(dec.next_frame(), Err(ProtocolError::TooLong(claim)));
+        }
     }
 
     #[test]

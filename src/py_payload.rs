@@ -15,7 +15,7 @@
 use std::ffi::c_char;
 use std::sync::Arc;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyMemoryError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PySlice};
@@ -60,6 +60,9 @@ impl EnginePayload {
     }
 }
 
+/// Room left after a large write for the rest of the pickle stream.
+const TAIL_ROOM: usize = 64 * 1024;
+
 /// A binary file for `pickle.Pickler` (see the module header).
 #[pyclass(module = "ferropool._native", name = "PayloadWriter")]
 pub struct PayloadWriter {
@@ -68,20 +71,33 @@ pub struct PayloadWriter {
 
 impl PayloadWriter {
     /// Room for `more` bytes; past `LARGE_FRAME` the bytes move into a
-    /// recycled buffer, growing by doubling.
-    fn reserve(&mut self, more: usize) {
-        let needed = self.buf.len() + more;
+    /// recycled buffer, growing by doubling (by what is needed only, when
+    /// doubling is more than memory allows).
+    fn reserve(&mut self, more: usize) -> PyResult<()> {
+        let needed = self.buf.len().saturating_add(more);
         if needed <= self.buf.capacity() {
-            return;
+            return Ok(());
         }
         if needed < LARGE_FRAME {
             self.buf.reserve(more);
-            return;
+            return Ok(());
         }
-        let mut bigger = buffers::take(needed.max(2 * self.buf.len()));
+        // A write larger than what is held (one big bytes object) leaves
+        // room for the few bytes that end the pickle, not for a doubling.
+        let target = if needed > 2 * self.buf.len() {
+            needed.saturating_add(TAIL_ROOM)
+        } else {
+            2 * self.buf.len()
+        };
+        let mut bigger = buffers::try_take(target)
+            .or_else(|| buffers::try_take(needed))
+            .ok_or_else(|| {
+                PyMemoryError::new_err(format!("no memory for a payload of {needed} bytes"))
+            })?;
         bigger.truncate(self.buf.len());
         bigger.copy_from_slice(&self.buf);
         self.buf = bigger;
+        Ok(())
     }
 
     /// Copies any buffer-supporting object: a memoryview slice assignment
@@ -97,7 +113,7 @@ impl PayloadWriter {
             }
         };
         let n = flat.len()?;
-        self.reserve(n);
+        self.reserve(n)?;
         let len = ffi::Py_ssize_t::try_from(n)
             .map_err(|_| PyValueError::new_err("payload too large for a memoryview"))?;
         // SAFETY: the view covers `n` bytes of spare capacity reserved just
@@ -127,7 +143,7 @@ impl PayloadWriter {
     fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<usize> {
         if let Ok(bytes) = data.cast::<PyBytes>() {
             let b = bytes.as_bytes();
-            self.reserve(b.len());
+            self.reserve(b.len())?;
             self.buf.extend_from_slice(b);
             return Ok(b.len());
         }

@@ -1,7 +1,7 @@
 """Tasks that attack the parent from inside a worker, by writing frames of
 their own onto the worker's real socket (importable by spawn and forkserver
 workers by name). The wire format is the engine's (src/protocol.rs): a
-22-byte header `<u32 len><u8 kind><u8 flags><u64 job><u64 index>`, `len`
+26-byte header `<u64 len><u8 kind><u8 flags><u64 job><u64 index>`, `len`
 counting everything after itself."""
 
 from __future__ import annotations
@@ -13,12 +13,23 @@ import struct
 import time
 
 READY = 10
-HEADER = struct.Struct("<IBBQQ")
+HEADER = struct.Struct("<QBBQQ")
+LEN_FIELD = 8
+
+
+def _check_layout() -> None:
+    from ferropool import _native
+
+    if HEADER.size != _native.HEADER_LEN:
+        raise RuntimeError(f"the engine's header is {_native.HEADER_LEN} bytes, not {HEADER.size}")
+
+
+_check_layout()
 PEERCRED = struct.Struct("3i")
 
 
 def frame(kind: int, flags: int, job: int, index: int, payload: bytes = b"") -> bytes:
-    return HEADER.pack(HEADER.size - 4 + len(payload), kind, flags, job, index) + payload
+    return HEADER.pack(HEADER.size - LEN_FIELD + len(payload), kind, flags, job, index) + payload
 
 
 def sockets_to(parent_pid: int) -> list:
@@ -78,13 +89,18 @@ def forge_result(parent_pid: int, job: int, index: int, status: int, value) -> i
 
 def forge_partial_then_sleep(parent_pid: int, how: str, seconds: float) -> int:
     """Begins a frame and never finishes it: 10 header bytes, a header and
-    3 payload bytes, or a header announcing 2 GiB."""
+    3 payload bytes, a header announcing 2 GiB, or one announcing more than
+    any memory (2**62 bytes, and the largest length there is)."""
     if how == "header_only":
         data = frame(RESULT, 0, 1, 0, b"xyz")[:10]
     elif how == "three_bytes":
         data = frame(RESULT, 0, 1, 0, b"x" * 100)[: HEADER.size + 3]
-    else:
+    elif how == "two_gib_length":
         data = HEADER.pack(1 << 31, RESULT, 0, 1, 0) + b"abc"
+    elif how == "beyond_memory":
+        data = HEADER.pack(1 << 62, RESULT, 0, 1, 0) + b"abc"
+    else:
+        data = HEADER.pack((1 << 64) - 1, RESULT, 0, 1, 0) + b"abc"
     sent = forge(parent_pid, data)
     time.sleep(seconds)
     return sent

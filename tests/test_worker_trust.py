@@ -136,6 +136,7 @@ def test_claimed_pid_0_or_minus_1_signals_nothing(method, claimed, tmp_path):
 # ----- frames that break the protocol ------------------------------------------------
 
 PARTIAL = ["header_only", "three_bytes", "two_gib_length"]
+BEYOND_MEMORY = ["beyond_memory", "largest_length"]
 
 
 @pytest.mark.timeout(90)
@@ -159,6 +160,22 @@ def test_a_frame_cut_short_fails_its_task_and_frees_the_channel(method):
         assert pool.map_async(abs, range(-3, 3), chunksize=1).get(timeout=30) == [
             3, 2, 1, 0, 1, 2
         ]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", METHODS)
+def test_a_length_beyond_memory_is_refused_at_once(method):
+    """A header claiming more bytes than memory holds (2**62, 2**64 - 1) is a
+    broken frame as soon as it arrives: the parent neither aborts on the
+    allocation nor waits for bytes that cannot come."""
+    with ferropool.get_context(method).Pool(2) as pool:
+        for how in BEYOND_MEMORY:
+            with pytest.raises(WorkerLostError) as info:
+                pool.apply(hh.forge_partial_then_sleep, (os.getpid(), how, 60))
+            message = str(info.value)
+            assert "broke the protocol" in message, message
+            assert "more than this process can allocate" in message, message
+        assert pool.map(abs, range(-3, 3), chunksize=1) == [3, 2, 1, 0, 1, 2]
 
 
 @pytest.mark.timeout(60)
