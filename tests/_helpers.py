@@ -184,3 +184,24 @@ def block_info(block):
     """What a worker sees of a block it was sent: (size, first, last byte)."""
     data = block.data
     return len(data), data[0], data[-1]
+
+
+def fork_lingering_child(seconds):
+    """Forks a child that outlives the task (it holds a copy of the worker's
+    socket) and returns its pid."""
+    child = os.fork()
+    if child == 0:
+        time.sleep(seconds)
+        os._exit(0)
+    return child
+
+
+def fork_lingering_child_then_die(seconds, pid_file):
+    """As fork_lingering_child, then the worker kills itself; the child's
+    pid goes to `pid_file`."""
+    import signal
+
+    child = fork_lingering_child(seconds)
+    with open(pid_file, "w") as f:
+        f.write(str(child))
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -659,6 +659,13 @@ impl EventLoop {
                         }
                         ZygoteEvent::Started { .. } => {}
                         ZygoteEvent::Exited { pid, info } => {
+                            // The death is news even while the worker's
+                            // socket stays open (a task's own child may
+                            // hold a copy of it), as a pidfd's is for the
+                            // workers forked here.
+                            for w in self.workers.iter_mut().filter(|w| w.pid == Some(pid)) {
+                                w.dead = true;
+                            }
                             self.zygote_exits.insert(pid, info);
                         }
                     }
