@@ -12,29 +12,55 @@ use crate::sync::lock;
 const MAX_KEPT: usize = 8;
 const MAX_KEPT_BYTES: usize = 256 << 20;
 
-static KEPT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// The buffers kept for reuse; the process has one (`KEPT`).
+struct Kept(Mutex<Vec<Vec<u8>>>);
+
+static KEPT: Kept = Kept::new();
 
 /// A buffer of exactly `len` bytes (contents unspecified, initialised), or
 /// None where memory cannot be had: the size may be a worker's claim, and a
 /// failed allocation must be refused, not abort the process.
 pub fn try_take(len: usize) -> Option<Vec<u8>> {
-    let reused = {
-        let mut kept = lock(&KEPT);
-        // The smallest kept buffer that fits.
-        let best = kept
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.capacity() >= len)
-            .min_by_key(|(_, b)| b.capacity())
-            .map(|(i, _)| i);
-        best.map(|i| kept.swap_remove(i))
-    };
-    match reused {
-        Some(mut buf) => {
-            buf.resize(len, 0); // zero-fills only a tail beyond its old length
-            Some(buf)
+    KEPT.try_take(len)
+}
+
+/// Keeps `buf` for a later `take`, if there is room; else frees it.
+pub fn give_back(buf: Vec<u8>) {
+    KEPT.give_back(buf)
+}
+
+impl Kept {
+    const fn new() -> Self {
+        Kept(Mutex::new(Vec::new()))
+    }
+
+    fn try_take(&self, len: usize) -> Option<Vec<u8>> {
+        let reused = {
+            let mut kept = lock(&self.0);
+            // The smallest kept buffer that fits.
+            let best = kept
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.capacity() >= len)
+                .min_by_key(|(_, b)| b.capacity())
+                .map(|(i, _)| i);
+            best.map(|i| kept.swap_remove(i))
+        };
+        match reused {
+            Some(mut buf) => {
+                buf.resize(len, 0); // zero-fills only a tail beyond its old length
+                Some(buf)
+            }
+            None => alloc_zeroed(len),
         }
-        None => alloc_zeroed(len),
+    }
+
+    fn give_back(&self, buf: Vec<u8>) {
+        let mut kept = lock(&self.0);
+        let held: usize = kept.iter().map(Vec::capacity).sum();
+        if kept.len() < MAX_KEPT && held + buf.capacity() <= MAX_KEPT_BYTES {
+            kept.push(buf);
+        }
     }
 }
 
@@ -60,33 +86,27 @@ fn alloc_zeroed(len: usize) -> Option<Vec<u8>> {
     }
 }
 
-/// Keeps `buf` for a later `take`, if there is room; else frees it.
-pub fn give_back(buf: Vec<u8>) {
-    let mut kept = lock(&KEPT);
-    let held: usize = kept.iter().map(Vec::capacity).sum();
-    if kept.len() < MAX_KEPT && held + buf.capacity() <= MAX_KEPT_BYTES {
-        kept.push(buf);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_given_back_buffer_is_reused_with_the_asked_length() {
-        let mut a = try_take(3 << 20).expect("3 MiB");
+        // A pool of its own: other tests use the process's at the same time.
+        let kept = Kept::new();
+        let mut a = kept.try_take(3 << 20).expect("3 MiB");
         a[0] = 7;
         let ptr = a.as_ptr();
-        give_back(a);
-        let b = try_take(2 << 20).expect("2 MiB");
+        kept.give_back(a);
+        let b = kept.try_take(2 << 20).expect("2 MiB");
         assert_eq!(b.len(), 2 << 20);
         assert_eq!(b.as_ptr(), ptr, "the kept buffer came back");
-        let c = try_take(1 << 20).expect("1 MiB");
+        let c = kept.try_take(1 << 20).expect("1 MiB");
         assert_eq!(c.len(), 1 << 20);
-        assert!(c.iter().all(|b| *b == 0));
-        give_back(b);
-        give_back(c);
+        assert!(c.iter().all(|b| *b == 0), "a fresh buffer is zeroed");
+        kept.give_back(b);
+        kept.give_back(c);
+        assert_eq!(lock(&kept.0).len(), 2);
     }
 
     #[test]

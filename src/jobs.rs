@@ -78,19 +78,29 @@ pub struct Job {
     /// Every outcome is announced to the service thread (a stream job: the
     /// executor sends all calls of one function through one job).
     pub notify_each: bool,
+    /// When non-zero, each time this many outcomes wait untaken the service
+    /// thread hears of it too, and takes them: a map with callbacks over
+    /// millions of tasks keeps no backlog here.
+    pub notify_batch: u64,
     pub progress: Signal<JobProgress>,
 }
 
 impl Job {
     pub fn new(id: JobId, has_callback: bool) -> Arc<Job> {
-        Self::with_notify(id, has_callback, false)
+        Self::with_notify(id, has_callback, false, 0)
     }
 
-    pub fn with_notify(id: JobId, has_callback: bool, notify_each: bool) -> Arc<Job> {
+    pub fn with_notify(
+        id: JobId,
+        has_callback: bool,
+        notify_each: bool,
+        notify_batch: u64,
+    ) -> Arc<Job> {
         Arc::new(Job {
             id,
             has_callback,
             notify_each,
+            notify_batch,
             progress: Signal::new(JobProgress {
                 has_callback,
                 ..JobProgress::default()
@@ -101,7 +111,13 @@ impl Job {
     /// Whether the service thread must hear of an outcome that did (or did
     /// not) complete the job.
     pub fn wants_service(&self, completed: bool) -> bool {
-        self.notify_each || (completed && self.has_callback)
+        if self.notify_each || (completed && self.has_callback) {
+            return true;
+        }
+        self.notify_batch > 0 && {
+            let waiting = self.progress.lock().arrived.len() as u64;
+            waiting > 0 && waiting % self.notify_batch == 0
+        }
     }
 
     /// Records an outcome. Returns true when this made the job complete.
@@ -187,6 +203,22 @@ mod tests {
         job.mark_ready();
         assert!(job.progress.lock().ready);
         assert_eq!(job.take_arrived(), vec![ok(0)]);
+    }
+
+    #[test]
+    fn a_batch_job_asks_for_service_each_batch() {
+        let job = Job::with_notify(4, true, false, 3);
+        job.add_submitted(7);
+        let asked: Vec<bool> = (0..7)
+            .map(|i| {
+                let completed = job.deliver(ok(i));
+                job.wants_service(completed)
+            })
+            .collect();
+        assert_eq!(asked, [false, false, true, false, false, true, false]);
+        assert_eq!(job.take_arrived().len(), 6 + 1);
+        assert!(job.close_input());
+        assert!(job.wants_service(true), "completion is always news");
     }
 
     #[test]

@@ -165,19 +165,21 @@ impl PyEngine {
 
     /// Registers a job: its pickled function and how to call it
     /// (0 apply, 1 map, 2 starmap). `notify_each` announces every outcome to
-    /// the service thread, not only the job's completion.
-    #[pyo3(signature = (func, mode, has_callback, notify_each=false))]
+    /// the service thread, not only the job's completion; `notify_batch`
+    /// (non-zero) each time that many outcomes wait untaken.
+    #[pyo3(signature = (func, mode, has_callback, notify_each=false, notify_batch=0))]
     fn new_job(
         &self,
         func: Vec<u8>,
         mode: u8,
         has_callback: bool,
         notify_each: bool,
+        notify_batch: u64,
     ) -> PyResult<PyJob> {
         let mode = CallMode::from_u8(mode)
             .ok_or_else(|| PyValueError::new_err(format!("bad call mode {mode}")))?;
         let id = self.next_job.fetch_add(1, Ordering::Relaxed);
-        let job = Job::with_notify(id, has_callback, notify_each);
+        let job = Job::with_notify(id, has_callback, notify_each, notify_batch);
         self.send(Command::AddJob {
             job: Arc::clone(&job),
             mode,

@@ -61,7 +61,12 @@ class Engine:
         crash_window: float = 10.0,
     ) -> Engine: ...
     def new_job(
-        self, func: bytes, mode: int, has_callback: bool, notify_each: bool = False
+        self,
+        func: bytes,
+        mode: int,
+        has_callback: bool,
+        notify_each: bool = False,
+        notify_batch: int = 0,
     ) -> Job: ...
     def add_tasks(
         self, job: Job, start: int, payloads: List[Union[bytes, EnginePayload]], close: bool

@@ -115,14 +115,33 @@ AsyncResult = ApplyResult
 class MapResult(ApplyResult):
     """The result of ``map_async``/``starmap_async``: the chunks' results in
     input order; on failure, the first exception that arrived (as the stdlib,
-    only once every chunk is done). Chunks may differ in size (lazy input).
+    only once every chunk is done).
 
-    A ``get()`` without callbacks unpickles chunks as they arrive, while the
-    workers still run, instead of all at the end."""
+    Each chunk's results go straight into the result list as they are
+    unpickled, as the stdlib does: in their place when the input's length is
+    known (`length` items in chunks of `chunksize`), else appended in chunk
+    order (chunks may differ in size; only the few that arrive ahead of an
+    earlier one wait). Nothing per task is kept besides the results. A
+    ``get()`` without callbacks takes chunks as they arrive, while the
+    workers still run; with callbacks the service thread does (see
+    `absorb_arrived`)."""
 
-    def __init__(self, pool: Any, job: Any, callback: Any, error_callback: Any) -> None:
+    def __init__(
+        self,
+        pool: Any,
+        job: Any,
+        callback: Any,
+        error_callback: Any,
+        length: Optional[int] = None,
+        chunksize: int = 1,
+    ) -> None:
         super().__init__(pool, job, callback, error_callback)
-        self._chunks: Dict[int, Any] = {}
+        self._sized = length is not None
+        self._value: Optional[List[Any]] = [None] * length if length is not None else []
+        self._chunksize = chunksize
+        # Input without a length: chunks that came before an earlier one.
+        self._early: Dict[int, Any] = {}
+        self._next_chunk = 0
         self._failure: Optional[BaseException] = None
 
     def get(self, timeout: Optional[float] = None) -> Any:
@@ -143,28 +162,54 @@ class MapResult(ApplyResult):
                     raise MPTimeoutError
                 self._absorb(outcomes)
 
+    def absorb_arrived(self) -> None:
+        """Service thread, while a map with callbacks runs: takes the
+        outcomes that have arrived, so none pile up in the engine."""
+        with self._lock:
+            if self._outcome is None:
+                self._absorb(self._job.take())
+
     def _absorb(self, outcomes: List[tuple]) -> None:
         for index, status, payload in outcomes:
             success, value = self._decode(index, status, payload)
-            if success:
-                self._chunks[index] = value
-            elif self._failure is None:
+            if success and self._value is not None:
+                success, value = self._add(index, value)
+            if not success and self._failure is None:
+                # As the stdlib: the first failure is the outcome; the
+                # results are dropped.
                 self._failure = value
+                self._value = None
+                self._early = {}
+
+    def _add(self, index: int, chunk: Any) -> tuple:
+        assert self._value is not None
+        if type(chunk) is not list:
+            chunk = list(chunk)
+        if not self._sized:
+            self._early[index] = chunk
+            while self._next_chunk in self._early:
+                self._value += self._early.pop(self._next_chunk)
+                self._next_chunk += 1
+            return True, None
+        # A chunk whose size is not its input's is a failure: the slice
+        # assignment would shift every later result.
+        start = index * self._chunksize
+        size = min(self._chunksize, len(self._value) - start)
+        if size < 0 or len(chunk) != size:
+            return False, RuntimeError(
+                f"ferropool: chunk {index} came back with {len(chunk)} results "
+                f"for {max(size, 0)} items"
+            )
+        self._value[start : start + size] = chunk
+        return True, None
 
     def _collect(self, outcomes: List[tuple]) -> tuple:
         self._absorb(outcomes)
         if self._failure is not None:
             return False, self._failure
-        chunks, self._chunks = self._chunks, {}
-        # Chunks are numbered 0, 1, ... with none missing once all are in.
-        # The first chunk's list was just unpickled and is ours alone, so it
-        # becomes the result; `+=` copies the others' pointers in one go
-        # (several times faster than iterating them).
-        result = chunks.pop(0, [])
-        if type(result) is not list:
-            result = list(result)
-        for index in range(1, len(chunks) + 1):
-            result += chunks[index]
+        result, self._value = self._value, None
+        if self._early:  # not reached: a missing chunk is a failure
+            return False, RuntimeError(f"ferropool: chunk {self._next_chunk} never came back")
         return True, result
 
 

@@ -45,6 +45,13 @@ BATCH_BYTES = 64 * 1024
 # feeder thread that keeps LARGE_WINDOW_PER_WORKER chunks per worker in flight.
 LARGE_INPUT_BYTES = 32 << 20
 LARGE_WINDOW_PER_WORKER = 4
+# ... and one of this many chunks, to a feeder that keeps as many in flight:
+# millions of tiny tasks are not all queued at once (their bookkeeping, about
+# a hundred bytes each, would outweigh their results).
+MANY_CHUNKS = 16384
+# A map with callbacks has its outcomes taken by the service thread each time
+# this many wait (without callbacks, get() takes them as they come).
+CALLBACK_MAP_BATCH = 4096
 # map() over a range sends chunks of at least this many items as ranges.
 RANGE_CHUNKS_FROM = 16
 
@@ -181,8 +188,11 @@ class Pool:
 
     # ----- submitting ----------------------------------------------------
 
-    def _new_job(self, func: Any, mode: int, has_callback: bool) -> Any:
-        return self._engine.new_job(dumps_function(func), mode, has_callback)
+    def _new_job(self, func: Any, mode: int, has_callback: bool, batched: bool = False) -> Any:
+        """`batched`: a map with callbacks, whose outcomes the service
+        thread takes as they come (see MapResult.absorb_arrived)."""
+        batch = CALLBACK_MAP_BATCH if batched and has_callback else 0
+        return self._engine.new_job(dumps_function(func), mode, has_callback, False, batch)
 
     def _window(self, buffersize: Optional[int]) -> Window:
         """How many chunks a lazy map keeps in flight: `buffersize`, or an
@@ -278,9 +288,9 @@ class Pool:
         if length == 0:
             # As the stdlib: an empty map is ready at once and calls no callback.
             callback = error_callback = None
-        job = self._new_job(func, mode, callback is not None or error_callback is not None)
-        result = MapResult(self, job, callback, error_callback)
+        job = self._new_job(func, mode, callback is not None or error_callback is not None, True)
         chunksize = chunksize or 1
+        result = MapResult(self, job, callback, error_callback, length, chunksize)
         # A range's chunks travel as ranges (a few bytes, not a pickled list
         # of its ints): the function gets the same ints.
         as_range = iterable if mode == MAP and type(iterable) is range else None
@@ -311,9 +321,10 @@ class Pool:
         """Pickles a sized input chunk by chunk and hands the chunks to the
         engine in growing batches, so the workers start on the first chunks
         while the rest are still being pickled. Once LARGE_INPUT_BYTES of
-        pickled input are queued, a feeder thread takes over the rest, a
-        window of chunks at a time (as imap's): large inputs are not all
-        copied up front, and their buffers are reused as results come in."""
+        pickled input or MANY_CHUNKS chunks are queued, a feeder thread takes
+        over the rest, a window of chunks at a time (as imap's): large inputs
+        are not all copied up front (their buffers are reused as results come
+        in), and millions of tiny tasks are not all queued at once."""
         batch_size = FIRST_BATCH_PER_WORKER * self._processes
         payloads: List[Any] = []
         batch_bytes = queued_bytes = 0
@@ -333,7 +344,7 @@ class Pool:
                 payloads = []
                 batch_bytes = 0
                 batch_size = min(batch_size * 2, MAX_BATCH)
-                if queued_bytes >= LARGE_INPUT_BYTES:
+                if queued_bytes >= LARGE_INPUT_BYTES or sent >= MANY_CHUNKS:
                     job.release_on_arrival()  # map_async keeps every result
                     window = Window(max(sent, LARGE_WINDOW_PER_WORKER * self._processes))
                     sizes = itertools.repeat(chunksize)
@@ -397,7 +408,7 @@ class Pool:
         callback: Any,
         error_callback: Any,
     ) -> MapResult:
-        job = self._new_job(func, mode, callback is not None or error_callback is not None)
+        job = self._new_job(func, mode, callback is not None or error_callback is not None, True)
         # All results are kept until get(): a task's place in the read-ahead
         # window is free as soon as its result is in.
         job.release_on_arrival()
@@ -460,6 +471,13 @@ def _run_callbacks(job_ids: Iterator[int], cache: Dict[int, Any]) -> None:
     callbacks of jobs as they complete, in completion order. It holds the
     results with callbacks, never the pool."""
     for job_id in job_ids:
-        result = cache.pop(job_id, None)
-        if result is not None:
+        result = cache.get(job_id)
+        if result is None:
+            continue  # a batch's news that came after the job completed
+        if result._job.complete():
+            cache.pop(job_id, None)
             result._complete_with_callbacks()
+        else:
+            result.absorb_arrived()
+        # Not kept while waiting for the next job: it holds the job's value.
+        del result
