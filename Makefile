@@ -31,8 +31,8 @@ test-rust:
 test-python: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Payloads of 2 and 4 GiB under every start method (about 16 GiB of memory
-# and several minutes; the normal suite runs one 2 GiB round trip).
+# Payloads of 2 and 4 GiB under every start method (up to 16 GiB of memory
+# and about 5 minutes; CI runs it after `make test`).
 test-bigmem: install
 	$(PY) -m pytest tests/test_huge_payloads.py -m bigmem $(PYTEST_ARGS)
 
