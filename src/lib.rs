@@ -6,7 +6,7 @@
 //! `jobs` (per-job outcomes), `outbox` (pending output, large payloads
 //! not copied), `scheduler` (who runs what), `supervisor`
 //! (starting and reaping workers), `event_loop` (the engine thread), `engine`
-//! (its handle), `sync` (lock helpers).
+//! (its handle), `sync` (lock helpers), `spin` (how long waits spin).
 //! Python bindings: `py_engine` (Engine, Job), `py_worker` (the worker loop),
 //! `py_buffer` (large payloads lent to Python without a copy), `py_payload`
 //! (task payloads pickled into recycled buffers),
@@ -24,6 +24,7 @@ pub mod py_engine;
 pub mod py_payload;
 pub mod py_worker;
 pub mod scheduler;
+pub mod spin;
 pub mod supervisor;
 pub mod sync;
 pub mod wait;

@@ -19,6 +19,7 @@ use pyo3::types::PyBytes;
 use crate::errors::EngineError;
 use crate::protocol::{self, FrameDecoder, FrameHeader, Kind};
 use crate::py_buffer::{recycle_unless_lent, with_lent_view, LEND_ABOVE};
+use crate::spin::SpinBudget;
 
 #[pyclass(module = "ferropool._native", name = "WorkerChannel")]
 pub struct WorkerChannel {
@@ -105,27 +106,22 @@ impl WorkerChannel {
     }
 }
 
-/// How long a worker with nothing to do looks for its next frame before it
+/// A worker with nothing to do looks for its next frame a while before it
 /// sleeps in `read`: the next task of a short-task stream usually comes
-/// sooner than a sleeping process on an idle (virtual) CPU can be woken.
-const SPIN: std::time::Duration = std::time::Duration::from_micros(60);
+/// sooner than a sleeping process on an idle (virtual) CPU can be woken. How
+/// long is learnt (see `spin`): nothing on a busy machine.
+static WORKER_SPIN: SpinBudget = SpinBudget::new();
 
-/// Returns once `sock` has input or `SPIN` has passed, yielding the CPU
-/// between zero-timeout polls.
+/// Returns once `sock` has input or the spin budget is spent, yielding the
+/// CPU between zero-timeout polls.
 fn wait_readable_spinning(sock: &UnixStream) {
-    let end = std::time::Instant::now() + SPIN;
     let mut fd = libc::pollfd {
         fd: sock.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
-    loop {
-        // SAFETY: one valid pollfd, zero timeout.
-        if unsafe { libc::poll(&mut fd, 1, 0) } != 0 || std::time::Instant::now() >= end {
-            return;
-        }
-        std::thread::yield_now();
-    }
+    // SAFETY: one valid pollfd, zero timeout.
+    WORKER_SPIN.spin(None, || unsafe { libc::poll(&mut fd, 1, 0) } != 0);
 }
 
 /// A frame's payload in the worker: small ones are copied into `bytes`,

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::spin::{SpinBudget, Spun};
+
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -89,23 +91,25 @@ impl<T> Signal<T> {
     }
 
     /// Looks at the state, yielding the CPU in between, until `done(state)`
-    /// holds (true) or `until` passes (false). Never sleeps: for waits that
-    /// are usually short. The lock is taken only when the state has changed.
-    pub fn spin_until(&self, until: Instant, mut done: impl FnMut(&mut T) -> bool) -> bool {
+    /// holds (true) or the spin `budget` allows no more or `deadline` passes
+    /// (false). Never sleeps: for waits that are usually short. The lock is
+    /// taken only when the state has changed.
+    pub fn spin_until(
+        &self,
+        budget: &SpinBudget,
+        deadline: Option<Instant>,
+        mut done: impl FnMut(&mut T) -> bool,
+    ) -> bool {
         let mut seen: Option<u64> = None; // the first look always checks
-        loop {
-            std::thread::yield_now();
+        let spun = budget.spin(deadline, || {
             let now_version = self.version.load(Ordering::Acquire);
-            if seen != Some(now_version) {
-                seen = Some(now_version);
-                if done(&mut self.lock()) {
-                    return true;
-                }
-            }
-            if Instant::now() >= until {
+            if seen == Some(now_version) {
                 return false;
             }
-        }
+            seen = Some(now_version);
+            done(&mut self.lock())
+        });
+        spun == Spun::Found
     }
 
     pub fn wait_for(&self, slice: Duration, done: impl FnMut(&mut T) -> bool) -> bool {

@@ -7,15 +7,16 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
+use crate::spin::SpinBudget;
 use crate::sync::Signal;
 
 const SLICE: Duration = Duration::from_millis(20);
-/// How long a wait first spins (GIL released, yielding the CPU between
-/// looks) before it sleeps on the condition variable. A thread asleep on an
-/// idle (virtual) CPU takes tens of microseconds to wake again, longer than
-/// a short task's whole round trip; a result that comes within this window
-/// is seen at once.
-const SPIN: Duration = Duration::from_micros(60);
+/// A wait first spins (GIL released, yielding the CPU between looks) before
+/// it sleeps on the condition variable: a thread asleep on an idle (virtual)
+/// CPU takes tens of microseconds to wake again, longer than a short task's
+/// whole round trip. How long is learnt (see `spin`): nothing on a busy
+/// machine, where the spin would only slow the workers down.
+static CALLER_SPIN: SpinBudget = SpinBudget::new();
 
 /// Waits until `done(state)` holds (true) or `timeout` seconds pass (false).
 /// `None` waits for ever. Signal handlers run between slices; an exception
@@ -31,11 +32,7 @@ pub fn blocking_wait<T: Send>(
         return Ok(true);
     }
     let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
-    let spin_end = match deadline {
-        Some(d) => d.min(Instant::now() + SPIN),
-        None => Instant::now() + SPIN,
-    };
-    if py.detach(|| signal.spin_until(spin_end, &mut done)) {
+    if py.detach(|| signal.spin_until(&CALLER_SPIN, deadline, &mut done)) {
         return Ok(true);
     }
     loop {

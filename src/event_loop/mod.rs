@@ -25,6 +25,7 @@ use crate::jobs::{Job, JobId, TaskOutcome};
 use crate::outbox::Outbox;
 use crate::protocol::{FrameDecoder, Kind, ResultStatus};
 use crate::scheduler::{Delivered, Scheduler, Task, WorkerSlot};
+use crate::spin::{SpinBudget, Spun};
 use crate::supervisor::{signal_worker, ExitInfo, Launcher, OwnChild, ZygoteEvent};
 use std::os::fd::OwnedFd;
 
@@ -91,11 +92,12 @@ fn socket_step(result: io::Result<usize>) -> Step {
     }
 }
 
-/// How long the engine thread looks for events without sleeping before it
+/// The engine thread looks for events a while without sleeping before it
 /// blocks in `poll`: waking a thread asleep on an idle (virtual) CPU takes
 /// tens of microseconds, more than the next event of a busy pool usually
-/// takes to come.
-const SPIN: Duration = Duration::from_micros(60);
+/// takes to come. How long is learnt (see `spin`): nothing on a busy
+/// machine, where the spin would only slow the workers down.
+static ENGINE_SPIN: SpinBudget = SpinBudget::new();
 
 impl EventLoop {
     /// `poll(2)`, but first a short spin of zero-timeout polls and looks at
@@ -108,16 +110,13 @@ impl EventLoop {
             unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) }
         };
         if !(0..=1).contains(&timeout_ms) {
-            let end = Instant::now() + SPIN;
-            loop {
-                let n = do_poll(fds, 0);
-                if n != 0 || !self.commands.is_empty() {
-                    return n;
-                }
-                if Instant::now() >= end {
-                    break;
-                }
-                std::thread::yield_now();
+            let mut n = 0;
+            let spun = ENGINE_SPIN.spin(None, || {
+                n = do_poll(fds, 0);
+                n != 0 || !self.commands.is_empty()
+            });
+            if spun == Spun::Found {
+                return n;
             }
         }
         let asleep = &self.shared.asleep;

@@ -4,15 +4,19 @@
     python -m ferropool bench --quick          # smaller sizes, one round
     python -m ferropool bench --json out.json --chart out.png
     python -m ferropool bench --from-json out.json --chart out.png   # redraw only
+    python -m ferropool bench --load 2         # with 2 CPU-bound processes beside it
 
 Exits with 1 when an implementation returned a wrong result, else 0."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-from typing import List, Optional
+import subprocess
+import sys
+from typing import Iterator, List, Optional
 
 from .adapters import IMPLEMENTATIONS, installed_implementations
 from .report import (
@@ -59,6 +63,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         default=None,
         help="comma-separated labels or keys, e.g. 1,2,5a,6 (default: all)",
     )
+    parser.add_argument(
+        "--load",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N CPU-bound processes beside every row (a busy machine)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     args = parser.parse_args(argv)
 
@@ -79,14 +90,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not selected:
             parser.error("no workload matches --workloads")
         meta = metadata(cfg, impls)
+        meta["load"] = args.load
         print(
             f"ferropool bench: {cfg.processes} workers, start method {cfg.start_method!r}, "
             f"Python {meta['python']}, {meta['cpu_count']} CPUs, "
-            f"{'quick' if cfg.quick else 'full'} run; comparing {', '.join(impls)}",
+            f"{'quick' if cfg.quick else 'full'} run; comparing {', '.join(impls)}"
+            + (f"; {args.load} CPU-bound processes running beside" if args.load else ""),
             flush=True,
         )
         progress = Progress(count_steps(impls, selected, cfg.repeats), enabled=not args.no_progress)
-        results = run_all(cfg, impls, selected, progress)
+        with cpu_load(args.load):
+            results = run_all(cfg, impls, selected, progress)
         if args.json:
             os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
             with open(args.json, "w") as f:
@@ -100,3 +114,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"chart written to {args.chart}")
     wrong = any(m.error == "wrong result" for rr in results for m in rr.results.values())
     return 1 if wrong else 0
+
+
+@contextlib.contextmanager
+def cpu_load(processes: int) -> Iterator[None]:
+    """`processes` CPU-bound processes (busy loops) running while the block
+    runs: the benchmark then measures a busy machine, where waits that spin
+    take CPU from the processes they wait for."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()

@@ -218,7 +218,12 @@ def report_lines(
         f"{'' if meta.get('quick') else 'at least 5 rounds, '}"
         "each implementation in a fresh interpreter); "
         f"{meta['processes']} workers, start method {meta['start_method']!r} "
-        "(start-up rows: the method named)."
+        "(start-up rows: the method named)"
+        + (
+            f"; {meta['load']} CPU-bound processes running beside every row."
+            if meta.get("load")
+            else "."
+        )
     )
     lines.append(
         "stdlib = multiprocessing.Pool, or concurrent.futures.ProcessPoolExecutor for 8a/8b. "
