@@ -72,27 +72,28 @@ class Case:
 
     def open(self) -> None:
         row, cfg = self.row, self.cfg
+        processes = row.workers or cfg.processes
         if row.kind == "executor":
-            self.api = open_executor(self.impl, cfg.start_method, cfg.processes)
+            self.api = open_executor(self.impl, cfg.start_method, processes)
         else:
-            self.api = open_pool(self.impl, cfg.start_method, cfg.processes)
-        if row.key.startswith("payload"):
+            self.api = open_pool(self.impl, cfg.start_method, processes)
+        if row.runs.startswith("payload"):
             item = _payload(row)
             self.data = [item] * row.n
-        elif row.key in ("cpu_bound", "apply_round_trip", "executor_round_trip"):
+        elif row.runs in ("cpu_bound", "apply_round_trip", "executor_round_trip"):
             self.data = list(range(row.n))
         else:
             # The map rows are defined over a range, as the issue states them
             # (a list would skip the work of making the input's ints).
             self.data = range(row.n)
         # Workers up and every code path exercised once before the clock.
-        warm = list(range(4 * cfg.processes))
-        if row.key == "imap_unordered_chunksize_1":
+        warm = list(range(4 * processes))
+        if row.runs == "imap_unordered_chunksize_1":
             self.api.imap_unordered(inc, warm, 1)
-        elif row.key in ("apply_round_trip", "executor_round_trip"):
+        elif row.runs in ("apply_round_trip", "executor_round_trip"):
             for i in warm:
                 self.api.apply(inc, i)
-        elif row.key.startswith("payload"):
+        elif row.runs.startswith("payload"):
             # The whole input once: the first big map of a process grows its
             # allocator's heaps and buffer pools (glibc returns 8 MiB blocks
             # with munmap until its mmap threshold has risen), for every
@@ -102,7 +103,7 @@ class Case:
             self.api.map(inc, warm, 1)
 
     def run(self) -> Any:
-        key, api, data = self.row.key, self.api, self.data
+        key, api, data = self.row.runs, self.api, self.data
         if key in ("apply_round_trip", "executor_round_trip"):
             total = 0
             for i in data:
@@ -121,7 +122,7 @@ class Case:
         raise ValueError(key)
 
     def check(self, result: Any) -> Optional[str]:
-        key, n = self.row.key, self.row.n
+        key, n = self.row.runs, self.row.n
         if key in ("apply_round_trip", "executor_round_trip"):
             ok = result == n * (n + 1) // 2
         elif key in ("map_chunksize_1", "executor_map_chunksize_1", "map_default_chunksize"):
