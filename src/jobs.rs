@@ -11,6 +11,7 @@
 //! ```
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::protocol::ResultStatus;
@@ -82,6 +83,9 @@ pub struct Job {
     /// thread hears of it too, and takes them: a map with callbacks over
     /// millions of tasks keeps no backlog here.
     pub notify_batch: u64,
+    /// A batch of `notify_batch` outcomes waits untaken (set while the
+    /// outcome is recorded, taken by `wants_service`: no second lock).
+    batch_due: AtomicBool,
     pub progress: Signal<JobProgress>,
 }
 
@@ -101,6 +105,7 @@ impl Job {
             has_callback,
             notify_each,
             notify_batch,
+            batch_due: AtomicBool::new(false),
             progress: Signal::new(JobProgress {
                 has_callback,
                 ..JobProgress::default()
@@ -114,35 +119,32 @@ impl Job {
         if self.notify_each || (completed && self.has_callback) {
             return true;
         }
-        self.notify_batch > 0 && {
-            let waiting = self.progress.lock().arrived.len() as u64;
-            waiting > 0 && waiting % self.notify_batch == 0
-        }
+        self.batch_due.swap(false, Ordering::Relaxed)
     }
 
     /// Records an outcome. Returns true when this made the job complete.
     pub fn deliver(&self, outcome: TaskOutcome) -> bool {
-        self.progress.update(|p| {
-            p.arrived.push_back(outcome);
-            p.received += 1;
-            if p.release_on_arrival {
-                p.released += 1;
-            }
-            p.refresh()
-        })
+        self.progress.update(|p| self.record(p, outcome))
     }
 
     /// Counts one task that never reaches a worker and records its outcome.
     pub fn add_local(&self, outcome: TaskOutcome) -> bool {
         self.progress.update(|p| {
             p.submitted += 1;
-            p.arrived.push_back(outcome);
-            p.received += 1;
-            if p.release_on_arrival {
-                p.released += 1;
-            }
-            p.refresh()
+            self.record(p, outcome)
         })
+    }
+
+    fn record(&self, p: &mut JobProgress, outcome: TaskOutcome) -> bool {
+        p.arrived.push_back(outcome);
+        p.received += 1;
+        if p.release_on_arrival {
+            p.released += 1;
+        }
+        if self.notify_batch > 0 && p.arrived.len() as u64 % self.notify_batch == 0 {
+            self.batch_due.store(true, Ordering::Relaxed);
+        }
+        p.refresh()
     }
 
     pub fn add_submitted(&self, n: u64) {

@@ -19,7 +19,7 @@ use pyo3::types::PyBytes;
 use crate::errors::EngineError;
 use crate::protocol::{self, FrameDecoder, FrameHeader, Kind};
 use crate::py_buffer::{recycle_unless_lent, with_lent_view, LEND_ABOVE};
-use crate::spin::SpinBudget;
+use crate::spin::SpinSwitch;
 
 #[pyclass(module = "ferropool._native", name = "WorkerChannel")]
 pub struct WorkerChannel {
@@ -110,9 +110,9 @@ impl WorkerChannel {
 /// sleeps in `read`: the next task of a short-task stream usually comes
 /// sooner than a sleeping process on an idle (virtual) CPU can be woken. How
 /// long is learnt (see `spin`): nothing on a busy machine.
-static WORKER_SPIN: SpinBudget = SpinBudget::new();
+static WORKER_SPIN: SpinSwitch = SpinSwitch::new();
 
-/// Returns once `sock` has input or the spin budget is spent, yielding the
+/// Returns once `sock` has input or the spin is over (see `spin`), yielding the
 /// CPU between zero-timeout polls.
 fn wait_readable_spinning(sock: &UnixStream) {
     let mut fd = libc::pollfd {

@@ -48,15 +48,15 @@ pub enum Spun {
 
 /// The spin switch of one place that waits (shared by the threads that
 /// wait there; updates are plain stores, a lost one costs nothing).
-pub struct SpinBudget {
+pub struct SpinSwitch {
     off: AtomicBool,
     waits_since_probe: AtomicU32,
     probe_every: AtomicU32,
 }
 
-impl SpinBudget {
+impl SpinSwitch {
     pub const fn new() -> Self {
-        SpinBudget {
+        SpinSwitch {
             off: AtomicBool::new(false),
             waits_since_probe: AtomicU32::new(0),
             probe_every: AtomicU32::new(PROBE_EVERY),
@@ -118,7 +118,7 @@ impl SpinBudget {
     }
 }
 
-impl SpinBudget {
+impl SpinSwitch {
     fn probe_rarer(&self) {
         let every = self.probe_every.load(Ordering::Relaxed);
         let next = (every * 2).min(PROBE_EVERY_MOST);
@@ -126,7 +126,7 @@ impl SpinBudget {
     }
 }
 
-impl Default for SpinBudget {
+impl Default for SpinSwitch {
     fn default() -> Self {
         Self::new()
     }
@@ -137,7 +137,7 @@ mod tests {
     use super::*;
 
     /// Runs `waits` waits whose answer never comes; how many of them spun.
-    fn spinning_waits(b: &SpinBudget, waits: u32) -> u32 {
+    fn spinning_waits(b: &SpinSwitch, waits: u32) -> u32 {
         (0..waits)
             .filter(|_| {
                 let mut looks = 0;
@@ -152,7 +152,7 @@ mod tests {
 
     #[test]
     fn spins_until_the_answer_or_the_limit() {
-        let b = SpinBudget::new();
+        let b = SpinSwitch::new();
         let mut looks = 0;
         let found = b.spin(None, || {
             looks += 1;
@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn a_contended_core_turns_spinning_off_and_probes_grow_rarer() {
-        let b = SpinBudget::new();
+        let b = SpinSwitch::new();
         // As if a yield had given the core away for a time slice.
         b.off.store(true, Ordering::Relaxed);
         b.probe_every.store(PROBE_EVERY * 2, Ordering::Relaxed);
@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn a_deadline_bounds_the_spin() {
-        let b = SpinBudget::new();
+        let b = SpinSwitch::new();
         let t = Instant::now();
         assert_eq!(b.spin(Some(t), || false), Spun::Sleep);
         assert!(t.elapsed() < MAX_SPIN * 10);

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::spin::{SpinBudget, Spun};
+use crate::spin::{SpinSwitch, Spun};
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -91,17 +91,17 @@ impl<T> Signal<T> {
     }
 
     /// Looks at the state, yielding the CPU in between, until `done(state)`
-    /// holds (true) or the spin `budget` allows no more or `deadline` passes
+    /// holds (true) or `switch` allows no more spinning or `deadline` passes
     /// (false). Never sleeps: for waits that are usually short. The lock is
     /// taken only when the state has changed.
     pub fn spin_until(
         &self,
-        budget: &SpinBudget,
+        switch: &SpinSwitch,
         deadline: Option<Instant>,
         mut done: impl FnMut(&mut T) -> bool,
     ) -> bool {
         let mut seen: Option<u64> = None; // the first look always checks
-        let spun = budget.spin(deadline, || {
+        let spun = switch.spin(deadline, || {
             let now_version = self.version.load(Ordering::Acquire);
             if seen == Some(now_version) {
                 return false;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
-use crate::spin::SpinBudget;
+use crate::spin::SpinSwitch;
 use crate::sync::Signal;
 
 const SLICE: Duration = Duration::from_millis(20);
@@ -16,7 +16,7 @@ const SLICE: Duration = Duration::from_millis(20);
 /// CPU takes tens of microseconds to wake again, longer than a short task's
 /// whole round trip. How long is learnt (see `spin`): nothing on a busy
 /// machine, where the spin would only slow the workers down.
-static CALLER_SPIN: SpinBudget = SpinBudget::new();
+static CALLER_SPIN: SpinSwitch = SpinSwitch::new();
 
 /// Waits until `done(state)` holds (true) or `timeout` seconds pass (false).
 /// `None` waits for ever. Signal handlers run between slices; an exception

@@ -25,7 +25,7 @@ use crate::jobs::{Job, JobId, TaskOutcome};
 use crate::outbox::Outbox;
 use crate::protocol::{FrameDecoder, Kind, ResultStatus};
 use crate::scheduler::{Delivered, Scheduler, Task, WorkerSlot};
-use crate::spin::{SpinBudget, Spun};
+use crate::spin::{SpinSwitch, Spun};
 use crate::supervisor::{signal_worker, ExitInfo, Launcher, OwnChild, ZygoteEvent};
 use std::os::fd::OwnedFd;
 
@@ -97,7 +97,7 @@ fn socket_step(result: io::Result<usize>) -> Step {
 /// tens of microseconds, more than the next event of a busy pool usually
 /// takes to come. How long is learnt (see `spin`): nothing on a busy
 /// machine, where the spin would only slow the workers down.
-static ENGINE_SPIN: SpinBudget = SpinBudget::new();
+static ENGINE_SPIN: SpinSwitch = SpinSwitch::new();
 
 impl EventLoop {
     /// `poll(2)`, but first a short spin of zero-timeout polls and looks at
