@@ -69,17 +69,41 @@ fn pause_engines(py: Python<'_>) -> PausedEngines {
     }
 }
 
-/// Forwards the `log` crate to Python's `logging` (logger "ferropool"),
-/// once per process, when the first engine is made: only a pool's service
-/// thread logs, so a worker never imports `logging` for it (start-up time).
-/// Levels are not cached: logging is often configured after the first pool
-/// started, and the service thread logs rarely.
-pub(crate) fn forward_logs_to_python(py: Python<'_>) -> PyResult<()> {
+/// Hands one engine log line to Python's `logging` (logger "ferropool").
+/// Called by a pool's service thread with the GIL held. The `log` crate is
+/// forwarded through pyo3-log from the first line logging could show: a line
+/// below WARNING while nothing has imported `logging` yet is dropped, as the
+/// default configuration (the root logger at WARNING) would drop it, so a
+/// short script does not import `logging` for the "worker exited" lines of
+/// every close (start-up time). Levels are not cached: logging is often
+/// configured after the first pool started, and the service thread logs
+/// rarely.
+pub(crate) fn log_to_python(py: Python<'_>, level: log::Level, message: &str) {
     static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if !INSTALLED.swap(true, std::sync::atomic::Ordering::SeqCst) {
-        let _ = pyo3_log::Logger::new(py, pyo3_log::Caching::Loggers)?.install();
+    if !INSTALLED.load(std::sync::atomic::Ordering::SeqCst) {
+        if level > log::Level::Warn && !logging_imported(py) {
+            return;
+        }
+        // Only service threads get here, each holding the GIL: one installs.
+        if !INSTALLED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let installed = pyo3_log::Logger::new(py, pyo3_log::Caching::Loggers)
+                .map(|logger| logger.install().is_ok());
+            if let Err(e) = installed {
+                eprintln!(
+                    "ferropool: cannot forward log lines to Python's logging ({e}): {message}"
+                );
+                return;
+            }
+        }
     }
-    Ok(())
+    log::log!(target: "ferropool", level, "{message}");
+}
+
+fn logging_imported(py: Python<'_>) -> bool {
+    py.import("sys")
+        .and_then(|sys| sys.getattr("modules"))
+        .and_then(|modules| modules.contains("logging"))
+        .unwrap_or(true)
 }
 
 #[pymodule]

@@ -74,7 +74,6 @@ impl PyEngine {
                         crash_limit=10, crash_window=10.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        py: Python<'_>,
         processes: usize,
         spawn_argv: Option<Vec<OsString>>,
         inherited_fds: Vec<RawFd>,
@@ -92,7 +91,6 @@ impl PyEngine {
         crash_limit: u32,
         crash_window: f64,
     ) -> PyResult<Self> {
-        crate::forward_logs_to_python(py)?;
         if processes == 0 {
             return Err(PyValueError::new_err(
                 "Number of processes must be at least 1",
@@ -305,9 +303,7 @@ impl PyEngine {
             match event {
                 ServiceEvent::JobComplete(id) => jobs.push(id),
                 // The GIL is held here, so pyo3-log can forward at once.
-                ServiceEvent::Log(level, message) => {
-                    log::log!(target: "ferropool", level, "{message}")
-                }
+                ServiceEvent::Log(level, message) => crate::log_to_python(py, level, &message),
                 ServiceEvent::ForkWorker(number, fd, engine_end) => {
                     forks.push((number, fd.into_raw_fd(), engine_end))
                 }

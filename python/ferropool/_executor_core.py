@@ -15,12 +15,16 @@ import logging
 import threading
 import weakref
 from concurrent.futures import Future
-from typing import Any, Callable, Deque, Dict, List, Optional
 
 from . import _launch
 from ._errors import BrokenProcessPool
 from ._outcomes import POOL_BROKEN, decode
 from ._pickling import dumps_call, dumps_function
+
+# `typing` only for the type checker (start-up time of a short script).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Deque, Dict, List, Optional
 
 APPLY, STARMAP = 0, 2
 # Tasks handed to the engine per worker; the rest wait, cancellable, in Python.

@@ -17,9 +17,13 @@ ends the input. Such failures never reach a worker: the exception stays in
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 from ._pickling import dumps_chunk
+
+# `typing` only for the type checker (start-up time of a short script).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 # feed_all hands chunks over in batches: the first of this many, then twice
 # as many each time (the workers start while the rest is read), up to

@@ -26,7 +26,11 @@ import subprocess
 import sys
 import threading
 from multiprocessing import process, spawn
-from typing import Any, Callable, List, Optional, Tuple
+
+# `typing` only for the type checker (start-up time of a short script).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, List, Optional, Tuple
 
 LENGTH = struct.Struct("<Q")
 # Most fds one request carries (the zygote's socket and the setup's fds).

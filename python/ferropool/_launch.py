@@ -20,22 +20,24 @@ queues) are pickled the way the stdlib pickles them for a child: with a
 
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 import signal
 import socket
-import subprocess
 import threading
 from multiprocessing import context as mp_context
-from multiprocessing import process, spawn, util
+from multiprocessing import process
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, Callable, Iterator, List, Optional, Tuple
 
-from . import _forkserver, _native
-from ._worker import InheritedFd, WorkerSetup, forked_worker_main
+from . import _native
+from ._worker import InheritedFd, WorkerSetup, flush_std_streams, forked_worker_main
 
-log = logging.getLogger("ferropool")
+# Imported where needed, not here: a short `fork` script would pay for
+# `typing`, `logging`, `subprocess` and `multiprocessing.spawn` at start-up
+# (the stdlib's own fork pool imports none of them either).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 # Bumped in the child of every fork: a pool or executor made before it
 # belongs to the parent (its engine thread and service thread do not exist in
@@ -233,6 +235,9 @@ def reserve_worker_numbers(count: int) -> int:
 
 
 def _interpreter_argv(code: str) -> List[str]:
+    import subprocess
+    from multiprocessing import spawn
+
     flags = subprocess._args_from_interpreter_flags()
     return [os.fsdecode(spawn.get_executable()), *flags, "-c", code]
 
@@ -274,6 +279,8 @@ def start_engine(
 
 
 def _start_spawn(processes: int, setup: WorkerSetup, common: dict) -> Started:
+    from multiprocessing import spawn
+
     fds = FdCollector()
     setup_bytes = fds.dumps(setup)
     prepare = fds.dumps(spawn.get_preparation_data(setup.name_prefix))
@@ -290,6 +297,10 @@ def _start_spawn(processes: int, setup: WorkerSetup, common: dict) -> Started:
 
 
 def _start_forkserver(processes: int, setup: WorkerSetup, common: dict) -> Started:
+    from multiprocessing import spawn
+
+    from . import _forkserver
+
     fds = FdCollector()
     setup_bytes = fds.dumps(setup)
     prepare = spawn.get_preparation_data(setup.name_prefix)
@@ -326,7 +337,7 @@ class _Forker:
         returns their pids. Runs before the engine exists."""
         pids: List[int] = []
         parent = os.getpid()
-        util._flush_std_streams()
+        flush_std_streams()
         paused = _native.pause_engines()
         try:
             for i, (_, worker_end) in enumerate(pairs):
@@ -360,7 +371,7 @@ class _Forker:
             self._count_first()
             return
         try:
-            util._flush_std_streams()
+            flush_std_streams()
             paused = _native.pause_engines()
             try:
                 pid = os.fork()
@@ -372,7 +383,9 @@ class _Forker:
         except OSError as e:
             # The engine sees the worker's socket close: a worker that died
             # before it was ready, counted towards breaking the pool.
-            log.error("could not fork worker %d: %s", number, e)
+            import logging
+
+            logging.getLogger("ferropool").error("could not fork worker %d: %s", number, e)
         finally:
             os.close(sock_fd)
             try:

@@ -5,18 +5,7 @@ this is the one place where they become Python exceptions."""
 from __future__ import annotations
 
 import pickle
-from concurrent.futures import CancelledError
-from concurrent.futures.process import _RemoteTraceback as _ExecutorRemoteTraceback
-from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
-from typing import Any, Callable, Tuple
 
-from ._errors import (
-    BrokenProcessPool,
-    RemoteTaskError,
-    TaskTimeoutError,
-    TaskTransferError,
-    WorkerLostError,
-)
 from ._pickling import loads_out_of_band
 from ._status import (  # noqa: F401  (re-exported: the parent's code imports them from here)
     CANCELLED,
@@ -31,7 +20,17 @@ from ._status import (  # noqa: F401  (re-exported: the parent's code imports th
     WORKER_LOST,
 )
 
-Decoded = Tuple[bool, Any]
+# The exception classes are imported where an outcome needs one: `_errors`
+# brings in `concurrent.futures.process` and `multiprocessing.pool` brings in
+# `multiprocessing.connection`, milliseconds a short script that raises
+# nothing would pay at start-up (the stdlib's Pool needs neither).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Tuple
+
+    from ._errors import RemoteTaskError, TaskTransferError
+
+    Decoded = Tuple[bool, Any]
 
 # The stage a RAISED outcome failed at, as `_worker` sends it.
 IN_CALL, IN_ARGUMENTS, IN_FUNCTION = 0, 1, 2
@@ -42,6 +41,10 @@ _STAGE_TEXT = {
 
 
 def _remote_text_error(text: str) -> RemoteTaskError:
+    from multiprocessing.pool import RemoteTraceback
+
+    from ._errors import RemoteTaskError
+
     head, _, tb = text.partition("\n")
     err = RemoteTaskError(head)
     if tb:
@@ -50,6 +53,8 @@ def _remote_text_error(text: str) -> RemoteTaskError:
 
 
 def _transfer_error(message: str, cause: BaseException) -> TaskTransferError:
+    from ._errors import TaskTransferError
+
     err = TaskTransferError(f"{message}: {cause!r}")
     err.__cause__ = cause
     return err
@@ -79,6 +84,8 @@ def decode(status: int, payload: Any, executor: bool = False) -> Decoded:
                 "the task's result could not be unpickled in the parent", e
             )
     if status == RAISED:
+        from multiprocessing.pool import RemoteTraceback
+
         text = "<no description>"
         try:
             inner, text, stage = pickle.loads(payload)
@@ -94,6 +101,8 @@ def decode(status: int, payload: Any, executor: bool = False) -> Decoded:
                 f"the task raised {head}, which could not be unpickled in the parent", e
             )
         if executor and type(exc.__cause__) is RemoteTraceback:
+            from concurrent.futures.process import _RemoteTraceback as _ExecutorRemoteTraceback
+
             exc.__cause__ = _ExecutorRemoteTraceback(exc.__cause__.tb)
         if stage in _STAGE_TEXT:
             return False, _transfer_error(_STAGE_TEXT[stage], exc)
@@ -104,11 +113,17 @@ def decode(status: int, payload: Any, executor: bool = False) -> Decoded:
         except KeyboardInterrupt:
             raise
         except BaseException as e:
+            from ._errors import RemoteTaskError
+
             err = RemoteTaskError(f"the task's result could not be pickled, nor its error: {e!r}")
             return False, err
     text = payload.decode("utf-8", "replace")
     if status == RAISED_UNPICKLABLE:
         return False, _remote_text_error(text)
+    from concurrent.futures import CancelledError
+
+    from ._errors import BrokenProcessPool, TaskTimeoutError, WorkerLostError
+
     if status == WORKER_LOST:
         return False, WorkerLostError(text)
     if status == POOL_BROKEN:
@@ -118,7 +133,3 @@ def decode(status: int, payload: Any, executor: bool = False) -> Decoded:
     if status == CANCELLED:
         return False, CancelledError()
     return False, RuntimeError(f"unknown task status {status}: {text}")
-
-
-def encoding_error(exc: BaseException, value: Any) -> MaybeEncodingError:
-    return MaybeEncodingError(exc, value)

@@ -5,19 +5,20 @@ unpickled in the thread that asks for them, once."""
 from __future__ import annotations
 
 import collections
-import logging
 import threading
 import time
 from multiprocessing import TimeoutError as MPTimeoutError
-from typing import Any, Deque, Dict, List, NoReturn, Optional
 
-from ._errors import BrokenProcessPool
 from ._feeding import Window, feeder_min_room
 from ._outcomes import LOCAL_ERROR, decode
 
-__all__ = ["ApplyResult", "AsyncResult", "IMapIterator", "MapResult"]
+# `typing`, `logging` and `_errors` are imported where needed (start-up
+# time of a short script, see _outcomes).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Deque, Dict, List, NoReturn, Optional
 
-log = logging.getLogger("ferropool")
+__all__ = ["ApplyResult", "AsyncResult", "IMapIterator", "MapResult"]
 
 
 # Set at interpreter exit, when pools nobody closed are terminated (pool.py).
@@ -31,12 +32,13 @@ def _raise(error: BaseException) -> NoReturn:
     would report the termination as an error at exit. The stdlib's waits
     never return then, and print nothing; this one stays asleep too, until
     the process ends."""
-    if (
-        _pools_stopped_at_exit
-        and isinstance(error, BrokenProcessPool)
-        and threading.current_thread() is not threading.main_thread()
-    ):
-        threading.Event().wait()
+    if _pools_stopped_at_exit:
+        from ._errors import BrokenProcessPool
+
+        if isinstance(error, BrokenProcessPool) and (
+            threading.current_thread() is not threading.main_thread()
+        ):
+            threading.Event().wait()
     raise error
 
 
@@ -104,7 +106,11 @@ class ApplyResult:
             elif not success and self._error_callback is not None:
                 self._error_callback(value)
         except BaseException:
-            log.exception("ferropool: a result callback raised; the result is still delivered")
+            import logging
+
+            logging.getLogger("ferropool").exception(
+                "ferropool: a result callback raised; the result is still delivered"
+            )
         finally:
             self._job.mark_ready()
 

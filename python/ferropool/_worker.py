@@ -20,9 +20,8 @@ import signal
 import socket
 import struct
 import sys
-import traceback
 from multiprocessing import context as mp_context
-from multiprocessing import process, util
+from multiprocessing import process
 
 from . import _native, _pickling
 from ._status import ENCODING_ERROR, OK, OK_OUT_OF_BAND, RAISED, RAISED_UNPICKLABLE
@@ -99,6 +98,8 @@ def _describe(exc: BaseException) -> str:
     except Exception:
         message = "<message unavailable>"
     head = f"{type(exc).__module__}.{type(exc).__qualname__}: {message}"
+    import traceback  # only when a task fails: start-up time
+
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return f"{head}\n{text}"
 
@@ -212,8 +213,7 @@ def _become_worker(setup: WorkerSetup, number: int, forked: bool) -> None:
     process._process_counter = itertools.count(1)
     if forked:
         mp_context._force_start_method(setup.start_method)
-        util._finalizer_registry.clear()
-        util._run_after_forkers()
+        _reset_inherited_finalizers()
     try:
         if sys.stdin is not None:
             sys.stdin.close()
@@ -239,7 +239,9 @@ def run_worker(channel: Any, setup: WorkerSetup, number: int, forked: bool) -> i
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 1
     finally:
-        util._exit_function()
+        util = sys.modules.get("multiprocessing.util")
+        if util is not None:  # else nothing registered finalizers
+            util._exit_function()
     return 0
 
 
@@ -259,13 +261,37 @@ def _initialize(setup: WorkerSetup) -> bool:
                 "Exception in initializer:", exc_info=True
             )
         else:
+            import traceback
+
             sys.stderr.write(f"Process {process.current_process().name}:\n")
             traceback.print_exc()
         return False
 
 
+def _reset_inherited_finalizers() -> None:
+    """After a fork: drop the parent's finalizers and run the after-fork
+    hooks, as a forked stdlib process does. Only where something imported
+    `multiprocessing.util` (nothing else can have registered any); ferropool
+    itself does not, to keep it out of start-up."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None:
+        util._finalizer_registry.clear()
+        util._run_after_forkers()
+
+
+def flush_std_streams() -> None:
+    """Flushes stdout and stderr before the process exits or forks, so no
+    buffered line is lost or written twice."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
 def _finish(code: int) -> NoReturn:
-    util._flush_std_streams()
+    flush_std_streams()
     os._exit(code)
 
 
@@ -292,7 +318,7 @@ def spawn_main() -> None:
     finally:
         process.current_process()._inheriting = False
     code = run_worker(channel, setup, number, forked=False)
-    util._flush_std_streams()
+    flush_std_streams()
     sys.exit(code)
 
 
@@ -341,8 +367,7 @@ def zygote_loop(ctl: socket.socket, setup: WorkerSetup, forked_from_parent: bool
     exits. Never returns: the process exits when the pool closes `ctl`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if forked_from_parent:
-        util._finalizer_registry.clear()
-        util._run_after_forkers()
+        _reset_inherited_finalizers()
     wake_r, wake_w = socket.socketpair()
     wake_r.setblocking(False)
     wake_w.setblocking(False)

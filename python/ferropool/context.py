@@ -6,7 +6,11 @@ stdlib's own, from the same context, so objects made from it fit together."""
 from __future__ import annotations
 
 import multiprocessing
-from typing import Any, Optional
+
+# `typing` only for the type checker (start-up time of a short script).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 __all__ = ["FerroContext", "get_context"]
 

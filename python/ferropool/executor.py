@@ -30,6 +30,7 @@ supported Python.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import threading
 import time
@@ -37,13 +38,17 @@ import weakref
 from concurrent.futures import Executor, Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from multiprocessing import TimeoutError as MPTimeoutError
-from typing import Any, Callable, Iterable, Iterator, Optional
 
 from . import _launch
 from ._executor_core import STARMAP, ExecutorCore
 from ._feeding import Window, feed, feed_all
 from ._pickling import dumps_function
 from ._results import IMapIterator
+
+# `typing` only for the type checker (start-up time of a short script).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable, Iterator, Optional
 
 __all__ = ["ProcessPoolExecutor"]
 
@@ -242,7 +247,7 @@ def _serve_outcomes(job_ids: Iterator[int], core: ExecutorCore) -> None:
         except BaseException:
             # This thread also forks the workers and settles every other
             # future: it must go on.
-            _launch.log.exception("ferropool: settling futures failed")
+            logging.getLogger("ferropool").exception("ferropool: settling futures failed")
 
 
 def _raise_first(error: BaseException) -> Iterator[Any]:

@@ -17,12 +17,16 @@ import os
 import threading
 import warnings
 import weakref
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Union
 
 from . import _launch, _results
 from ._feeding import Window, feed
 from ._pickling import dumps_call, dumps_chunk, dumps_function
 from ._results import ApplyResult, AsyncResult, IMapIterator, MapResult
+
+# `typing` only for the type checker (start-up time of a short script).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Union
 
 __all__ = ["Pool", "AsyncResult", "ApplyResult", "MapResult", "IMapIterator"]
 
