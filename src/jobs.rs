@@ -11,7 +11,7 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::protocol::ResultStatus;
@@ -48,6 +48,10 @@ pub struct JobProgress {
     /// The job takes no more input (its consumer gave up, or the executor
     /// shut down): its feeder stops reading.
     pub feeding_stopped: bool,
+    /// Counts every take of outcomes, and every `settled` report of the
+    /// Python side after it settled what it took: a thread waiting for one
+    /// task's outcome, which another thread may take, wakes at each change.
+    pub changes: u64,
 }
 
 impl JobProgress {
@@ -86,6 +90,11 @@ pub struct Job {
     /// A batch of `notify_batch` outcomes waits untaken (set while the
     /// outcome is recorded, taken by `wants_service`: no second lock).
     batch_due: AtomicBool,
+    /// Threads waiting for this job's outcomes to take them themselves (an
+    /// executor's caller in `result()`): while there is one, a stream's
+    /// outcomes are not announced to the service thread (the waiting thread
+    /// hands it what it must settle, see `PyJob::wait_change`).
+    pub callers_waiting: AtomicU32,
     pub progress: Signal<JobProgress>,
 }
 
@@ -106,6 +115,7 @@ impl Job {
             notify_each,
             notify_batch,
             batch_due: AtomicBool::new(false),
+            callers_waiting: AtomicU32::new(0),
             progress: Signal::new(JobProgress {
                 has_callback,
                 ..JobProgress::default()
@@ -116,7 +126,9 @@ impl Job {
     /// Whether the service thread must hear of an outcome that did (or did
     /// not) complete the job.
     pub fn wants_service(&self, completed: bool) -> bool {
-        if self.notify_each || (completed && self.has_callback) {
+        // SeqCst, as the waiter's decrement: see PyJob::wait_change.
+        let caller_takes = self.callers_waiting.load(Ordering::SeqCst) > 0;
+        if (self.notify_each && (completed || !caller_takes)) || (completed && self.has_callback) {
             return true;
         }
         self.batch_due.swap(false, Ordering::Relaxed)
@@ -167,7 +179,10 @@ impl Job {
     }
 
     pub fn take_arrived(&self) -> Vec<TaskOutcome> {
-        self.progress.update(|p| p.arrived.drain(..).collect())
+        self.progress.update(|p| {
+            p.changes += 1;
+            p.arrived.drain(..).collect()
+        })
     }
 }
 

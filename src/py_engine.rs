@@ -161,6 +161,16 @@ impl PyEngine {
         })
     }
 
+    /// Tells the service thread that `job` has outcomes for it (a thread
+    /// that took a stream's outcomes left it futures with done-callbacks).
+    fn notify_service(&self, job: &PyJob) {
+        let id = job.job.id;
+        self.engine
+            .shared
+            .service
+            .update(|q| q.events.push_back(ServiceEvent::JobComplete(id)));
+    }
+
     /// Registers a job: its pickled function and how to call it
     /// (0 apply, 1 map, 2 starmap). `notify_each` announces every outcome to
     /// the service thread, not only the job's completion; `notify_batch`
@@ -459,6 +469,42 @@ impl PyJob {
             status: ResultStatus::LocalError,
             payload: Vec::new(),
         });
+    }
+
+    /// How many times outcomes were taken, or reported settled (see
+    /// `wait_change`).
+    fn changes(&self) -> u64 {
+        self.job.progress.lock().changes
+    }
+
+    /// The Python side has settled what it took (futures set): a thread in
+    /// `wait_change` looks again.
+    fn settled(&self) {
+        self.job.progress.update(|p| p.changes += 1);
+    }
+
+    /// Waits until outcomes have arrived, or `changes()` is no longer
+    /// `seen` (another thread took or settled some); False on timeout. An
+    /// executor's caller waits here for its future, and takes what arrived
+    /// itself instead of waiting for the service thread to wake it.
+    ///
+    /// While a thread waits here, the job's outcomes are not announced to
+    /// the service thread: the waiter takes them (it must call
+    /// `outcomes_arrived` whenever this returns True, and when it raises).
+    /// So that none is left behind, it looks once more after it stopped
+    /// counting as a waiter: an outcome recorded after that look is
+    /// announced again (SeqCst, as `Job::wants_service`'s load, with the
+    /// progress lock between the two).
+    #[pyo3(signature = (seen, timeout=None))]
+    fn wait_change(&self, py: Python<'_>, seen: u64, timeout: Option<f64>) -> PyResult<bool> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.job.callers_waiting.fetch_add(1, SeqCst);
+        let waited = blocking_wait(py, &self.job.progress, timeout, |p| {
+            !p.arrived.is_empty() || p.changes != seen
+        });
+        self.job.callers_waiting.fetch_sub(1, SeqCst);
+        let arrived = !self.job.progress.lock().arrived.is_empty();
+        Ok(waited? || arrived)
     }
 
     /// Outcomes produced so far and tasks submitted so far.

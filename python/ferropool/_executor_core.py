@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 import weakref
 from concurrent.futures import Future
 
@@ -39,10 +40,58 @@ INTERPRETER_SHUTDOWN_MESSAGE = "cannot schedule new futures after interpreter sh
 log = logging.getLogger("ferropool")
 
 
+class EngineFuture(Future):
+    """The executor's futures. `result()` and `exception()` wait on the
+    engine's job themselves and settle what has arrived in the waiting
+    thread: one hand-over fewer than waiting for the service thread to settle
+    the future and wake this thread. A future with done-callbacks is still
+    settled by the service thread, where the stdlib's executor runs them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # (core, engine job) once the work is handed to the engine.
+        self._carried_by: Optional[tuple] = None
+
+    def has_done_callbacks(self) -> bool:
+        return bool(self._done_callbacks)  # type: ignore[attr-defined]
+
+    def result(self, timeout: Optional[float] = None) -> Any:
+        return super().result(self._wait_for_engine(timeout))
+
+    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
+        return super().exception(self._wait_for_engine(timeout))
+
+    def _wait_for_engine(self, timeout: Optional[float]) -> Optional[float]:
+        """Waits until this future is settled, settling arrived outcomes
+        meanwhile; returns what is left of `timeout`."""
+        carried_by = self._carried_by
+        if carried_by is None or self.done():
+            return timeout
+        core, job = carried_by
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            # Read before looking at the state: a take or settle by another
+            # thread after this point makes wait_change return.
+            seen = job.changes()
+            if self.done():
+                break
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                changed = job.wait_change(seen, left)
+            except BaseException:
+                # Interrupted: what arrived meanwhile was announced to no one.
+                core.outcomes_arrived(job.id, in_caller=True)
+                raise
+            if not changed:
+                break
+            core.outcomes_arrived(job.id, in_caller=True)
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
 class _WorkItem:
     __slots__ = ("future", "fn", "payload")
 
-    def __init__(self, future: Future, fn: Callable[..., Any], payload: bytes):
+    def __init__(self, future: EngineFuture, fn: Callable[..., Any], payload: bytes):
         self.future = future
         self.fn = fn
         self.payload = payload
@@ -97,6 +146,10 @@ class ExecutorCore:
         # Weak references whose function died (appended from any thread,
         # by the weakref callback; streams are closed under the lock later).
         self.dead_functions: Deque[Any] = collections.deque()
+        # Outcomes a waiting caller took for futures with done-callbacks: the
+        # service thread settles them (it hears of each outcome after it
+        # arrived, so after the take). (stream, item, status, payload)
+        self.for_service: List[tuple] = []
         self.shutdown = False
         self.engine_closed = False
         self.broken: Optional[str] = None
@@ -122,7 +175,7 @@ class ExecutorCore:
     def submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict, exiting: bool) -> Future:
         with self.lock:
             self.check_open(exiting)
-            future: Future = Future()
+            future = EngineFuture()
             try:
                 item = _WorkItem(future, fn, dumps_call(args, kwargs))
             except Exception as e:
@@ -193,6 +246,7 @@ class ExecutorCore:
                 item.future.set_exception(BrokenProcessPool(self.broken))
                 continue
             stream.in_flight[index] = item
+            item.future._carried_by = (self, stream.job)
             self.in_flight += 1
         if self.shutdown and not self.pending and not self.engine_closed:
             # Close only once nothing waits here: the engine stops its workers
@@ -215,24 +269,46 @@ class ExecutorCore:
 
     # ----- outcomes (service thread) ---------------------------------------
 
-    def outcomes_arrived(self, job_id: int) -> None:
-        """Settles the futures of a stream's new outcomes."""
+    def outcomes_arrived(self, job_id: int, in_caller: bool = False) -> None:
+        """Settles the futures of a stream's new outcomes: in the service
+        thread, or `in_caller`, in a thread waiting for one of them (see
+        EngineFuture), which leaves futures with done-callbacks to the
+        service thread."""
+        taken: List[tuple] = []
         with self.lock:
             stream = self.by_job.get(job_id)
-        if stream is None:
+            if stream is not None:
+                # Taken under the lock: the service thread, when it hears of
+                # these outcomes, takes them or finds what a caller left it.
+                left_for_service = len(self.for_service)
+                for index, status, payload in stream.job.take():
+                    item = stream.in_flight.pop(index, None)
+                    if item is None:
+                        # A second outcome for one task (the pool broke just
+                        # as it was sent, which fails it twice): the first
+                        # one stands.
+                        continue
+                    if in_caller and item.future.has_done_callbacks():
+                        self.for_service.append((stream, item, status, payload))
+                    else:
+                        taken.append((stream, item, status, payload))
+                if len(self.for_service) > left_for_service:
+                    # Not announced while this thread waited: say so.
+                    self.engine.notify_service(stream.job)
+            if not in_caller and self.for_service:
+                taken += self.for_service
+                self.for_service = []
+        if not taken:
             return
         settled: List[tuple] = []
         broken = None
-        for index, status, payload in stream.job.take():
-            item = stream.in_flight.pop(index, None)
-            if item is None:
-                # A second outcome for one task (the pool broke just as it
-                # was sent, which fails it twice): the first one stands.
-                continue
+        for _, item, status, payload in taken:
             success, value = decode(status, payload, executor=True)
             if status == POOL_BROKEN:
                 broken = str(value)
             settled.append((item, success, value))
+        streams = {id(s): s for s, _, _, _ in taken}
+        taken.clear()
         count = len(settled)
         settled.reverse()
         while settled:
@@ -241,15 +317,12 @@ class ExecutorCore:
             item, success, value = settled.pop()
             _settle(item.future, success, value)
         item = value = None
+        for stream in streams.values():
+            stream.job.settled()
         with self.lock:
             self.in_flight -= count
-            if stream.closed and not stream.in_flight:
-                self.by_job.pop(stream.job.id, None)
-            elif stream.holds_its_function() and not stream.in_flight:
-                self._close_stream(stream)
-                for key, other in list(self.streams.items()):
-                    if other is stream:
-                        del self.streams[key]
+            for stream in streams.values():
+                self._retire_if_idle(stream)
             if broken is not None:
                 self._break(broken)
             if self.broken is None:
@@ -257,6 +330,19 @@ class ExecutorCore:
             elif self.shutdown and not self.engine_closed:
                 self.engine_closed = True
                 self.engine.close()
+
+    def _retire_if_idle(self, stream: _Stream) -> None:
+        """A stream with nothing in flight: forgotten once closed; closed
+        when it holds its function (lock held)."""
+        if stream.in_flight:
+            return
+        if stream.closed:
+            self.by_job.pop(stream.job.id, None)
+        elif stream.holds_its_function():
+            self._close_stream(stream)
+            for key, other in list(self.streams.items()):
+                if other is stream:
+                    del self.streams[key]
 
     # ----- stopping ------------------------------------------------------
 

@@ -16,6 +16,7 @@ import pickle
 import struct
 import sys
 import threading
+import types
 from multiprocessing.reduction import ForkingPickler
 
 from . import _native
@@ -258,14 +259,64 @@ def _named(error: Exception, what: str) -> Exception:
     return named
 
 
+# A module-level function pickles as a reference (its module and name): the
+# same bytes every time, so they are kept, and a later call only checks what
+# pickling would check (the name still leads to this very function), at a
+# tenth of the cost of pickling it again (each apply_async pickles its
+# function). Cleared when full: only the first functions of a program that
+# makes many are kept.
+_FUNCTION_TYPES = (types.FunctionType, types.BuiltinFunctionType)
+_by_reference: Dict[Any, Tuple[str, str, bytes]] = {}
+_BY_REFERENCE_MAX = 256
+
+
+def _named_in_module(func: Any, module: Any, name: Any) -> bool:
+    """Whether `func` is the attribute `name` of module `module` (top level)."""
+    if type(module) is not str or type(name) is not str or "." in name:
+        return False
+    found = sys.modules.get(module)
+    return found is not None and getattr(found, name, None) is func
+
+
 def dumps_function(func: Any) -> bytes:
+    kept = _by_reference.get(func)
+    if kept is not None:
+        kept_module, kept_name, pickled = kept
+        if (
+            func.__module__ == kept_module
+            and func.__qualname__ == kept_name
+            and _named_in_module(func, kept_module, kept_name)
+            and type(func) not in _Pickler.table()
+        ):
+            return pickled
+        del _by_reference[func]
     try:
-        return dumps(func)
+        pickled = dumps(func)
     except Exception as e:
         raise _named(e, f"the function {_short(func)}") from e
+    if type(func) in _FUNCTION_TYPES and type(func) not in _Pickler.table():
+        where: Any = getattr(func, "__module__", None)
+        name: Any = getattr(func, "__qualname__", None)
+        if _named_in_module(func, where, name):
+            if len(_by_reference) >= _BY_REFERENCE_MAX:
+                _by_reference.clear()
+            _by_reference[func] = (where, name, pickled)
+    return pickled
+
+
+# Scalars that pickle the same with multiprocessing's reducers or without
+# (see _PLAIN), of any size: a call with only these as positional arguments
+# (the common apply_async(f, (i,))) skips looking through its arguments.
+_PLAIN_SCALARS = frozenset({int, float, str, bool, type(None)})
 
 
 def dumps_call(args: tuple, kwds: dict) -> Any:
+    if not kwds and len(args) <= _PLAIN_CHECK_MAX:
+        for arg in args:
+            if type(arg) not in _PLAIN_SCALARS:
+                break
+        else:
+            return pickle.dumps((args, kwds), PROTOCOL)
     try:
         return dumps_payload((args, kwds))
     except Exception as e:
