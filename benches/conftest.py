@@ -4,10 +4,14 @@ Every workload of ``ferropool.bench`` is a test, parametrised over the
 implementations installed here (ferropool, the stdlib, loky, billiard, pebble,
 mpire). pytest-benchmark prints its own statistics per group (one group per
 workload); at the end this conftest prints the same ratio table as
-``python -m ferropool bench``: best time per implementation, ferropool / stdlib,
-the target and whether it is met.
+``python -m ferropool bench`` (quiet only): the median time per
+implementation, ferropool / stdlib of the medians, the target and whether it
+is met. Unlike ``python -m ferropool bench``, the implementations run one
+after the other (no interleaved rounds, so no per-round ratios), and the pool
+rows in this process.
 
-Options: --bench-quick (smaller sizes, one round), --bench-repeats N,
+Options: --bench-quick (smaller sizes, one round), --bench-repeats N (at
+least 5 but with --bench-quick),
 --bench-impls ferropool,stdlib,..., --bench-workloads 1,5a,6,...,
 --bench-json PATH, --bench-chart PATH.
 """
@@ -20,7 +24,9 @@ from typing import Any, Dict, List
 
 import pytest
 from ferropool.bench.adapters import installed_implementations
-from ferropool.bench.report import draw_chart, metadata, report_lines, summary_line, to_json
+from ferropool.bench.chart import draw_chart
+from ferropool.bench.report import metadata, report_lines, summary_line
+from ferropool.bench.results import BenchResults, to_json
 from ferropool.bench.runner import Measurement, RowResult, efficiency_row
 from ferropool.bench.workloads import Config, rows, select_rows
 
@@ -28,20 +34,29 @@ from ferropool.bench.workloads import Config, rows, select_rows
 def pytest_addoption(parser: Any) -> None:
     group = parser.getgroup("ferropool-bench")
     group.addoption("--bench-quick", action="store_true", help="smaller sizes, one round")
-    group.addoption("--bench-repeats", type=int, default=None, help="rounds per case (best kept)")
+    group.addoption(
+        "--bench-repeats", type=int, default=None, help="rounds per case (the median kept)"
+    )
     group.addoption("--bench-impls", default=None, help="comma-separated implementations")
     group.addoption("--bench-workloads", default=None, help="labels or keys, e.g. 1,5a,6")
     group.addoption("--bench-json", default=None, help="write the ratio table's data as JSON")
     group.addoption("--bench-chart", default=None, help="draw the ratio chart (PNG)")
 
 
+def pytest_configure(config: Any) -> None:
+    _config(config)  # a bad --bench-repeats is a usage error, before collection
+
+
 def _config(config: Any) -> Config:
     cfg = getattr(config, "_ferropool_bench_cfg", None)
     if cfg is None:
-        cfg = Config.make(
-            quick=config.getoption("--bench-quick"),
-            repeats=config.getoption("--bench-repeats"),
-        )
+        try:
+            cfg = Config.make(
+                quick=config.getoption("--bench-quick"),
+                repeats=config.getoption("--bench-repeats"),
+            )
+        except ValueError as e:
+            raise pytest.UsageError(f"--bench-repeats: {e}") from None
         config._ferropool_bench_cfg = cfg
         config._ferropool_bench_store = {}
         impls = installed_implementations()
@@ -89,7 +104,7 @@ def bench_store(request: Any) -> Dict[str, Dict[str, Measurement]]:
     return store
 
 
-def _results(config: Any) -> List[RowResult]:
+def _results(config: Any) -> BenchResults:
     store = config._ferropool_bench_store
     impls = config._ferropool_bench_impls
     out: List[RowResult] = []
@@ -106,7 +121,7 @@ def _results(config: Any) -> List[RowResult]:
         names = ["serial", *impls] if row.kind == "cpu" else impls
         missing = Measurement([], "n/a: not run")
         out.append(RowResult(row, {i: got.get(i, missing) for i in names}))
-    return out
+    return BenchResults(quiet=out)
 
 
 @pytest.hookimpl(trylast=True)
@@ -114,11 +129,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
     if getattr(config, "_ferropool_bench_store", None) is None:
         return
     results = _results(config)
-    if not results:
+    if not results.quiet:
         return
     meta = metadata(config._ferropool_bench_cfg, config._ferropool_bench_impls)
+    meta["harness"] = "pytest-benchmark"  # the report says how its rounds ran
     tr = terminalreporter
-    tr.section("ferropool / stdlib (best of each, lower is better)")
+    tr.section("ferropool / stdlib (medians, lower is better)")
     for line in report_lines(results, meta):
         tr.write_line(line)
     tr.write_line(summary_line(results))

@@ -1,10 +1,12 @@
 """Each workload of ferropool.bench on each installed implementation.
 
-The pool is opened and warmed up before the benchmark and closed after it, so
-pytest-benchmark times the workload only. Start-up workloads run in a fresh
-interpreter per round (a "first pool" has to be the first of its process):
-pytest-benchmark's own numbers for them include that interpreter's start, so
-the ratio table uses the time measured inside it.
+The pool rows run in this process: the pool is opened and warmed up before
+the benchmark and closed after it, so pytest-benchmark times the workload
+only. The rows that need a fresh interpreter or process per round (start-up,
+large payloads, the whole script) run their round cases as
+``python -m ferropool bench`` does: pytest-benchmark's own numbers for them
+include that interpreter's start, so the ratio table uses the times measured
+inside it (and the payload rows' cold figures).
 """
 
 from __future__ import annotations
@@ -13,8 +15,13 @@ from typing import Any, Dict, List
 
 import pytest
 from ferropool.bench.adapters import NotAvailable
+from ferropool.bench.rounds import PayloadCase, Round, make_round_case
 from ferropool.bench.runner import Measurement, make_case
-from ferropool.bench.workloads import Config
+from ferropool.bench.workloads import Config, Row
+
+
+def _fresh_per_round(row: Row) -> bool:
+    return row.kind in ("startup", "script") or row.runs.startswith("payload")
 
 
 def test_workload(
@@ -26,37 +33,67 @@ def test_workload(
     row, impl = bench_case
     benchmark.group = f"{row.label} {row.title}"
     results = bench_store.setdefault(row.key, {})
-    try:
-        case = make_case(row, impl, bench_cfg)
-    except NotAvailable as e:
-        results[impl] = Measurement([], f"n/a: {e}")
-        pytest.skip(f"n/a: {e}")
     measurement = Measurement()
     results[impl] = measurement
+    if _fresh_per_round(row):
+        _run_round_case(benchmark, row, impl, bench_cfg, measurement)
+    else:
+        _run_in_process(benchmark, row, impl, bench_cfg, measurement)
+
+
+def _not_available(measurement: Measurement, e: NotAvailable) -> None:
+    measurement.error = f"n/a: {e}"
+    pytest.skip(f"n/a: {e}")
+
+
+def _run_round_case(
+    benchmark: Any, row: Row, impl: str, cfg: Config, measurement: Measurement
+) -> None:
+    try:
+        case = make_round_case(row, impl, cfg)
+        case.open()
+    except NotAvailable as e:
+        _not_available(measurement, e)
+    rounds: List[Round] = []
+    try:
+        benchmark.pedantic(
+            lambda: rounds.append(case.round()),
+            rounds=cfg.rounds(row),
+            iterations=1,
+            warmup_rounds=0,
+        )
+    except NotAvailable as e:
+        _not_available(measurement, e)
+    except Exception as e:
+        measurement.error = f"error: {type(e).__name__}: {e}"
+        raise
+    finally:
+        case.close()
+    measurement.times = [r.seconds for r in rounds]
+    measurement.cold = [r.cold for r in rounds if r.cold is not None]
+    benchmark.extra_info["seconds_in_fresh_interpreter"] = measurement.times
+    if isinstance(case, PayloadCase):
+        benchmark.extra_info["cold_seconds"] = measurement.cold
+
+
+def _run_in_process(
+    benchmark: Any, row: Row, impl: str, cfg: Config, measurement: Measurement
+) -> None:
+    try:
+        case = make_case(row, impl, cfg)
+    except NotAvailable as e:
+        _not_available(measurement, e)
     try:
         try:
             case.open()
         except NotAvailable as e:
-            measurement.error = f"n/a: {e}"
-            pytest.skip(f"n/a: {e}")
-        inner: List[float] = []
-
-        def run() -> Any:
-            result = case.run()
-            if case.self_timed:  # one time, or a list of them (see PayloadCase)
-                inner.extend(float(t) for t in (result if isinstance(result, list) else [result]))
-            return result
-
-        result = benchmark.pedantic(run, rounds=bench_cfg.repeats, iterations=1, warmup_rounds=0)
-        if case.self_timed:
-            measurement.times = inner
-            benchmark.extra_info["seconds_in_fresh_interpreter"] = inner
-        else:
-            measurement.times = list(benchmark.stats.stats.data)
-            problem = case.check(result)
-            if problem:
-                measurement.error = problem
-            del result
+            _not_available(measurement, e)
+        result = benchmark.pedantic(case.run, rounds=cfg.rounds(row), iterations=1, warmup_rounds=0)
+        measurement.times = list(benchmark.stats.stats.data)
+        problem = case.check(result)
+        if problem:
+            measurement.error = problem
+        del result
         assert measurement.error is None, f"{impl}: {measurement.error}"
     except (pytest.skip.Exception, AssertionError):
         raise

@@ -1,28 +1,41 @@
 """The benchmark suite: ``python -m ferropool bench`` and ``make bench``.
 
 Every workload runs on ferropool and on the stdlib in the same run, and on the
-peers (loky, billiard, pebble, mpire) that are importable. Each is timed
-``repeats`` times (best of), with the pool created and warmed up outside the
-timed region, except for the start-up workloads, which time exactly that. The
-report gives each implementation's time and the ratio ferropool / stdlib
-(lower is better) against the target of the project's performance issue.
+peers (loky, billiard, pebble, mpire) that are importable. Each row runs at
+least 5 rounds (``--quick``: 1), interleaved across the implementations, each
+implementation in a fresh interpreter of its own; the report gives the median
+(with min and max) and the ratio of ferropool's median to the stdlib's (lower
+is better) against the target of the project's performance issue. The pool is
+created and warmed up outside the timed region, except in the start-up and
+whole-script rows, which time exactly that. A run can be quiet, loaded (N
+CPU-bound processes beside every row: ``--load N``) or both (``--also-load
+N``); the payload rows also give the first call in a fresh interpreter (cold).
 
 The data flow, one module a step:
 
 * ``tasks``: the task functions the workers import by name (``inc``,
   ``identity``, ``burn``), in a module that imports nothing;
 * ``workloads``: ``Config`` and the rows of the report (``rows``,
-  ``select_rows``);
+  ``select_rows``), the round counts and targets;
 * ``adapters``: the implementations (``installed_implementations``,
   ``versions``) behind one Pool-like API (``open_pool``, ``open_executor``),
   and the start-up probe run in a fresh interpreter;
-* ``runner``: a ``Case`` per row and implementation, timed in rounds into
-  ``Measurement``s (``measure_row``), and ``run_all`` giving a ``RowResult``
-  per row;
-* ``report``: the ratio table and notes, the metadata, JSON out and back in,
-  the chart, the progress bar;
-* ``cli``: ``main``, the command line tying them together (also driven, row by
-  row, by the pytest-benchmark harness in ``benches/``).
+* ``cases``: a ``Case`` per row and implementation, run in one process
+  (``make_case``);
+* ``server``: the case server, a fresh interpreter that opens one ``Case``
+  and times a round per command (``serve``; ``CaseServer`` is its other end);
+* ``rounds``: what the bench process times a round of: a case server's
+  round, a payload round in a fresh server, a start-up probe, the whole
+  script (``make_round_case``);
+* ``results``: every round's time (``Measurement``), a row's ratios and
+  targets (``RowResult``), a run's quiet and loaded phases
+  (``BenchResults``), JSON out and back in;
+* ``runner``: the rounds of a row interleaved (``measure_row``), every row
+  quiet and/or loaded (``run_all``);
+* ``report``: the ratio table, its notes and summary, the metadata, the
+  progress bar; ``chart``: the PNG chart;
+* ``cli``: ``main``, the command line tying them together (the
+  pytest-benchmark harness in ``benches/`` drives the cases row by row).
 
 Nothing heavy is imported at import time: ferropool's pools, the peers, numpy
 and matplotlib only when a workload or the chart needs them. This package

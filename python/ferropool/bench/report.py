@@ -1,71 +1,137 @@
-"""Reporting: the ratio table, its notes, the run's metadata, JSON out and
-back in, the PNG chart, and the progress bar."""
+"""Reporting: the ratio table, its notes and summary, the run's metadata, and
+the progress bar (JSON: ``results``; the chart: ``chart``)."""
 
 from __future__ import annotations
 
 import datetime
-import importlib
 import os
 import platform
 import shutil
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, TextIO
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from .adapters import versions
-from .runner import Measurement, RowResult
-from .workloads import Config, Row
+from .results import BenchResults, Check, Measurement, RowPhases, RowResult
+from .workloads import LOADED_WORST_ROUND_TARGET, Config
+
+
+def _unit(t: float) -> Tuple[float, str]:
+    if t < 1e-3:
+        return 1e6, "µs"
+    if t < 1:
+        return 1e3, "ms"
+    return 1.0, "s"
+
+
+def busy(n: int) -> str:
+    """ "2 CPU-bound processes", "1 CPU-bound process"."""
+    return f"{n} CPU-bound process" + ("" if n == 1 else "es")
 
 
 def fmt_seconds(t: Optional[float]) -> str:
     if t is None:
         return "-"
-    if t < 1e-3:
-        return f"{t * 1e6:.0f} µs"
-    if t < 1:
-        return f"{t * 1e3:.3g} ms" if t >= 0.1 else f"{t * 1e3:.2f} ms"
+    scale, unit = _unit(t)
+    if unit == "µs":
+        return f"{t * scale:.0f} µs"
+    if unit == "ms":
+        return f"{t * scale:.3g} ms" if t >= 0.1 else f"{t * scale:.2f} ms"
     return f"{t:.2f} s"
 
 
-def _cell(rr: RowResult, impl: str) -> str:
+def fmt_span(m: Measurement) -> str:
+    """The rounds' min–max in the unit of their median, e.g. "38.2–45.0"."""
+    if m.median is None or m.low is None or m.high is None:
+        return ""
+    scale, _ = _unit(m.median)
+    return f"{m.low * scale:.3g}–{m.high * scale:.3g}"
+
+
+def _cell(rr: RowResult, impl: str, spans: bool) -> str:
     m = rr.results.get(impl)
     if m is None:
         return "-"
     if m.error is not None:
         if m.error.startswith("n/a"):
             return "n/a"
-        return "WRONG" if m.error == "wrong result" else "error"
+        return "WRONG" if m.error.startswith("wrong result") else "error"
     if rr.row.kind == "efficiency":
         return f"{100 * m.times[0]:.0f} %"
-    return fmt_seconds(m.best)
+    text = fmt_seconds(m.median)
+    if spans and len(m.times) > 1:
+        text += f" ({fmt_span(m)})"
+    return text
 
 
-def _target(row: Row) -> str:
-    if row.target is None:
+def _ratio(r: Optional[float]) -> str:
+    return "" if r is None else f"{r:.2f}"
+
+
+def _target(phases: RowPhases) -> str:
+    row, parts = phases.row, []
+    if phases.quiet is not None and row.target is not None:
+        if row.kind == "efficiency":
+            parts.append(f">= {100 * row.target:.0f} %")
+        else:
+            parts.append(f"<= {row.target:.2f}")
+    if phases.quiet is not None and row.cold_target is not None:
+        parts.append(f"cold <= {row.cold_target:.2f}")
+    if phases.loaded is not None and row.kind != "efficiency":
+        if row.loaded_target is not None:
+            parts.append(f"loaded <= {row.loaded_target:.2f}")
+        if phases.quiet is None:
+            parts.append(f"worst <= {LOADED_WORST_ROUND_TARGET:.2f}")
+    return "; ".join(parts)
+
+
+# How the met column names a missed check.
+_MISSED = {
+    "ratio": "quiet",
+    "efficiency": "quiet",
+    "cold": "cold",
+    "loaded worst round": "worst",
+    "loaded median": "loaded",
+}
+
+
+def _met(phases: RowPhases) -> str:
+    met = phases.met
+    if met is None:
         return ""
-    if row.kind == "efficiency":
-        return f">= {100 * row.target:.0f} %"
-    return f"<= {row.target:.2f}"
+    if met:
+        return "yes"
+    return "NO: " + ",".join(_MISSED[c.name] for c in phases.checks() if not c.met)
 
 
-def table_lines(
-    results: List[RowResult], impls: Sequence[str], markdown: bool = False
-) -> List[str]:
-    header = ["workload", *impls, "ratio", "target", "met"]
+def table_lines(results: BenchResults, impls: Sequence[str], markdown: bool = False) -> List[str]:
+    """Per row: each implementation's median (quiet, where the run has a
+    quiet phase; Markdown adds min–max), the ratio, the loaded ratio and
+    its worst round, the cold ratio, the targets and whether they are met."""
+    both = bool(results.quiet) and bool(results.loaded)
+    loaded_only = not results.quiet
+    cold = results.has_cold
+    header = ["workload", *impls, "ratio"]
+    header += ["loaded", "worst"] if both else (["worst"] if loaded_only else [])
+    header += ["cold"] if cold else []
+    header += ["target", "met"]
     body = []
-    for rr in results:
-        r = rr.ratio
-        met = rr.met
-        body.append(
-            [
-                f"{rr.row.label} {rr.row.title}",
-                *(_cell(rr, impl) for impl in impls),
-                "" if r is None else f"{r:.2f}",
-                _target(rr.row),
-                "" if met is None else ("yes" if met else "NO"),
-            ]
-        )
+    for phases in results.rows():
+        main = phases.main
+        line = [f"{phases.row.label} {phases.row.title}"]
+        line += [_cell(main, impl, markdown) for impl in impls]
+        line.append(_ratio(main.ratio))
+        if both:
+            loaded = phases.loaded
+            line.append(_ratio(loaded.ratio) if loaded else "")
+            line.append(_ratio(loaded.worst_round_ratio) if loaded else "")
+        elif loaded_only:
+            line.append(_ratio(main.worst_round_ratio))
+        if cold:
+            line.append(_ratio(phases.quiet.cold_ratio) if phases.quiet else "")
+        line += [_target(phases), _met(phases)]
+        body.append(line)
     if markdown:
         lines = [
             "| " + " | ".join(header) + " |",
@@ -82,30 +148,46 @@ def table_lines(
     return lines
 
 
-def notes(results: List[RowResult]) -> List[str]:
+def notes(results: BenchResults) -> List[str]:
     """One line per n/a, error or wrong result, deduplicated."""
     seen: Dict[str, List[str]] = {}
-    for rr in results:
+    for rr in results.all():
         if rr.row.kind == "efficiency":
             continue
+        where = rr.row.label + (" loaded" if rr.load else "")
         for impl, m in rr.results.items():
             if m.error is not None:
-                seen.setdefault(f"{impl}: {m.error}", []).append(rr.row.label)
+                seen.setdefault(f"{impl}: {m.error}", []).append(where)
     return [f"{msg} (workload {', '.join(dict.fromkeys(labels))})" for msg, labels in seen.items()]
 
 
-def unmet(results: List[RowResult]) -> List[RowResult]:
-    return [rr for rr in results if rr.met is False]
+def unmet(results: BenchResults) -> List[RowPhases]:
+    return [phases for phases in results.rows() if phases.met is False]
 
 
-def summary_line(results: List[RowResult]) -> str:
+def _missed_text(check: Check, kind: str) -> str:
+    if kind == "efficiency":
+        return f"{100 * check.value:.0f} % < {100 * check.target:.0f} %"
+    return f"{check.name} {check.value:.2f} > {check.target:.2f}"
+
+
+def summary_line(results: BenchResults) -> str:
     missing = unmet(results)
     if not missing:
         return "every target met"
-    return "targets not met: " + "; ".join(f"{rr.row.label} {rr.row.title}" for rr in missing)
+    parts = []
+    for phases in missing:
+        row = phases.row
+        missed = ", ".join(_missed_text(c, row.kind) for c in phases.checks() if not c.met)
+        parts.append(f"{row.label} {row.title} ({missed})")
+    return "targets not met: " + "; ".join(parts)
 
 
-def metadata(cfg: Config, impls: Sequence[str]) -> Dict[str, Any]:
+def metadata(
+    cfg: Config, impls: Sequence[str], load: int = 0, also_load: int = 0
+) -> Dict[str, Any]:
+    """The run's circumstances. ``load``: a loaded-only run's CPU-bound
+    processes; ``also_load``: the loaded phase's, beside a quiet one."""
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "python": platform.python_version(),
@@ -118,6 +200,10 @@ def metadata(cfg: Config, impls: Sequence[str]) -> Dict[str, Any]:
         "start_method": cfg.start_method,
         "quick": cfg.quick,
         "repeats": cfg.repeats,
+        "script_rounds": cfg.script_rounds,
+        "peer_budget_s": cfg.peer_budget_s,
+        "load": load,
+        "also_load": also_load,
         "implementations": list(impls),
         "versions": versions(impls),
         "ferropool_source": _source_revision(),
@@ -163,169 +249,59 @@ def _cpu_model() -> str:
     return platform.processor() or "?"
 
 
-def to_json(results: List[RowResult], meta: Dict[str, Any]) -> Dict[str, Any]:
-    return {
-        "meta": meta,
-        "rows": [
-            {
-                "key": rr.row.key,
-                "label": rr.row.label,
-                "title": rr.row.title,
-                "kind": rr.row.kind,
-                "target": rr.row.target,
-                "method": rr.row.method,
-                "first": rr.row.first,
-                "n": rr.row.n,
-                "ratio": rr.ratio,
-                "met": rr.met,
-                "results": {impl: m.to_json() for impl, m in rr.results.items()},
-            }
-            for rr in results
-        ],
-    }
-
-
-def from_json(data: Dict[str, Any]) -> List[RowResult]:
-    out = []
-    for d in data["rows"]:
-        row = Row(
-            d["key"],
-            d["label"],
-            d["title"],
-            d["kind"],
-            d["target"],
-            d.get("n", 0),
-            d.get("method", ""),
-            d.get("first", True),
-        )
-        res = {
-            impl: Measurement(list(m.get("times") or []), m.get("error"))
-            for impl, m in d["results"].items()
-        }
-        out.append(RowResult(row, res))
-    return out
-
-
-def report_lines(
-    results: List[RowResult], meta: Dict[str, Any], markdown: bool = False
-) -> List[str]:
+def report_lines(results: BenchResults, meta: Dict[str, Any], markdown: bool = False) -> List[str]:
     impls = meta["implementations"]
     lines = table_lines(results, impls, markdown)
     lines.append("")
-    lines.append(
-        f"ratio = ferropool / stdlib (same run, lower is better); best of {meta['repeats']} "
-        "(peers: fewer once a row has taken them 4 s; 5a/5b: "
-        f"{'' if meta.get('quick') else 'at least 5 rounds, '}"
-        "each implementation in a fresh interpreter); "
-        f"{meta['processes']} workers, start method {meta['start_method']!r} "
-        "(start-up rows: the method named)"
-        + (
-            f"; {meta['load']} CPU-bound processes running beside every row."
-            if meta.get("load")
-            else "."
-        )
+    rounds = meta["repeats"]
+    how = (
+        "the rounds interleaved across the implementations, each implementation in a fresh "
+        f"interpreter of its own (peers: fewer rounds once a row has taken them "
+        f"{meta.get('peer_budget_s', 4.0):g} s)"
     )
+    if meta.get("harness") == "pytest-benchmark":
+        how = (
+            "one implementation after the other, the pool rows in the pytest process "
+            "(start-up, payload and whole-script rows: a fresh interpreter or process per round)"
+        )
+    has_script = any(p.row.kind == "script" for p in results.rows())
+    script_rounds = f" (10: {meta.get('script_rounds', rounds)})" if has_script else ""
+    lines.append(
+        f"ratio = ferropool / stdlib (lower is better), of the medians of {rounds} "
+        f"round{'' if rounds == 1 else 's'}{script_rounds}, "
+        f"{how}; times are medians"
+        + (" (min–max)" if markdown else "")
+        + f". {meta['processes']} workers, start method {meta['start_method']!r} "
+        "(start-up and whole-script rows: the method named)."
+    )
+    if results.loaded:
+        n = results.load
+        what = "every row" if not results.quiet else "every row again"
+        lines.append(
+            f"loaded: {what} with {busy(n)} running beside it; "
+            + ("loaded = its median ratio, " if results.quiet else "")
+            + "worst = its slowest round's ratio (rounds paired by their interleaving; "
+            f"target <= {LOADED_WORST_ROUND_TARGET:.2f} for every row)."
+        )
+    if results.has_cold:
+        lines.append(
+            "cold (5a, 5b): the first payload call of a fresh interpreter whose pool was "
+            "warmed up with small tasks only; the times shown are the calls after it (warm). "
+            "Start-up (6) and whole-script (10) rows are cold by nature."
+        )
+    if has_script:
+        lines.append(
+            "10: the whole short script (ferropool or multiprocessing imported as mp; "
+            "Pool(2), map of 100 squares) run as a process, wall time from outside."
+        )
     lines.append(
         "stdlib = multiprocessing.Pool, or concurrent.futures.ProcessPoolExecutor for 8a/8b. "
         "loky and pebble are executors: apply = submit().result(), default chunksize = "
         "the Pool's rule."
     )
-    for n in notes(results):
-        lines.append(f"note: {n}")
+    for note in notes(results):
+        lines.append(f"note: {note}")
     return lines
-
-
-def draw_chart(results: List[RowResult], meta: Dict[str, Any], path: str) -> None:
-    """A PNG bar chart of each implementation's time relative to the stdlib,
-    per workload (log scale), with ferropool's targets marked."""
-    matplotlib = importlib.import_module("matplotlib")
-    matplotlib.use("Agg")
-    plt = importlib.import_module("matplotlib.pyplot")
-
-    shown = [rr for rr in results if rr.row.kind != "efficiency" and rr.ratio is not None]
-    eff = next((rr for rr in results if rr.row.kind == "efficiency"), None)
-    impls = [i for i in meta["implementations"] if i != "stdlib"]
-    colors = {
-        "ferropool": "#e8590c",
-        "loky": "#748ffc",
-        "billiard": "#94d82d",
-        "pebble": "#da77f2",
-        "mpire": "#3bc9db",
-    }
-    n = len(shown)
-    bar_h = 0.8 / max(1, len(impls))
-    fig, ax = plt.subplots(figsize=(11, 0.55 * n + 2.2))
-    ratios = [1.0]
-    for j, impl in enumerate(impls):
-        ys, xs = [], []
-        for i, rr in enumerate(shown):
-            v, std = rr.value(impl), rr.value("stdlib")
-            if v is not None and std:
-                ys.append(i - 0.4 + bar_h * (j + 0.5))
-                xs.append(v / std)
-        ratios += xs
-        ax.barh(
-            ys,
-            xs,
-            height=bar_h * (0.95 if impl == "ferropool" else 0.8),
-            color=colors.get(impl, "gray"),
-            alpha=1.0 if impl == "ferropool" else 0.6,
-            label=impl if impl == "ferropool" else f"{impl} (peer)",
-            zorder=2,
-        )
-    for i, rr in enumerate(shown):
-        ratio, target = rr.ratio, rr.row.target
-        if target is not None:
-            ax.plot([target] * 2, [i - 0.47, i + 0.47], color="black", lw=2.4, zorder=3)
-        if ratio is not None:
-            text = f"{ratio:.2f}" + ("" if target is None else f"  (target {target:.2f})")
-            ax.annotate(
-                text,
-                (max(ratio, target or 0), i - 0.4 + bar_h * 0.5),
-                xytext=(5, 0),
-                textcoords="offset points",
-                va="center",
-                fontsize=8,
-                fontweight="bold",
-                color="#2b8a3e" if rr.met else "#c92a2a",
-                zorder=4,
-            )
-    ax.plot([], [], color="black", lw=2.4, label="ferropool's target")
-    ax.axvline(1.0, color="#495057", ls="--", lw=1, label="stdlib = 1", zorder=1)
-    ax.set_xscale("log")
-    ratios += [rr.row.target for rr in shown if rr.row.target is not None]
-    lo, hi = min(ratios) / 1.5, max(ratios) * 3
-    ax.set_xlim(lo, hi)
-    ticks = [t for t in (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500) if lo <= t <= hi]
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([f"{t:g}" for t in ticks])
-    ax.minorticks_off()
-    labels = []
-    for rr in shown:
-        label = f"{rr.row.label} {rr.row.title}"
-        if rr.row.kind == "cpu" and eff is not None and eff.value("ferropool") is not None:
-            label += f"\n(ferropool at {100 * (eff.value('ferropool') or 0):.0f} % of "
-            label += f"{meta['processes']}x serial; target 90 %)"
-        labels.append(label)
-    ax.set_yticks(range(n))
-    ax.set_yticklabels(labels, fontsize=8.5)
-    ax.set_ylim(n - 0.5, -0.5)
-    ax.set_xlabel(
-        "time relative to the stdlib, same run (log scale; lower is better)\n"
-        "labels: ferropool / stdlib, green where the target is met"
-    )
-    ax.grid(axis="x", alpha=0.3, zorder=0)
-    date = str(meta.get("date", ""))[:10]
-    ax.set_title(
-        f"ferropool vs the stdlib and peers: {meta['processes']} workers on "
-        f"{meta['cpu_count']} CPUs, Python {meta['python']}, {meta['start_method']}, {date}",
-        fontsize=10,
-    )
-    ax.legend(loc="lower right", fontsize=8, framealpha=0.95)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------

@@ -30,6 +30,15 @@ __all__ = [
 MIB = 1 << 20
 START_METHODS = ["fork", "spawn", "forkserver"]
 
+# Rounds per row in a full run: at least this many, the median reported
+# (--quick runs 1 unless --repeats says more).
+MIN_ROUNDS = 5
+# The whole-script rows (10) are cheap: they run at least this many rounds.
+SCRIPT_ROUNDS = 10
+# Under load, no round of any row may be slower than the stdlib's (point 2 of
+# the performance issue): the worst per-round ratio's target.
+LOADED_WORST_ROUND_TARGET = 1.0
+
 
 # ---------------------------------------------------------------------------
 # Configuration and the list of rows of the report.
@@ -40,9 +49,9 @@ class Config:
     quick: bool = False
     processes: int = 2
     start_method: str = field(default_factory=multiprocessing.get_start_method)
-    repeats: int = 3
+    repeats: int = MIN_ROUNDS
     # A peer's case stops repeating once it has spent this long (ferropool
-    # and the stdlib always get every repeat: their ratio is the point).
+    # and the stdlib always get every round: their ratio is the point).
     peer_budget_s: float = 4.0
 
     @classmethod
@@ -53,15 +62,29 @@ class Config:
         start_method: Optional[str] = None,
         repeats: Optional[int] = None,
     ) -> Config:
+        if repeats is not None and repeats < (1 if quick else MIN_ROUNDS):
+            raise ValueError(
+                f"rounds: at least {MIN_ROUNDS} in a full run (fewer only with quick), "
+                f"not {repeats}"
+            )
         return cls(
             quick=quick,
             processes=processes,
             start_method=start_method or multiprocessing.get_start_method(),
-            repeats=repeats if repeats is not None else (1 if quick else 3),
+            repeats=repeats if repeats is not None else (1 if quick else MIN_ROUNDS),
         )
 
     def size(self, full: int, quick: int) -> int:
         return quick if self.quick else full
+
+    @property
+    def script_rounds(self) -> int:
+        """Rounds of the whole-script rows (10): cheap, so more of them."""
+        return self.repeats if self.quick else max(self.repeats, SCRIPT_ROUNDS)
+
+    def rounds(self, row: Row) -> int:
+        """How many interleaved rounds ``row`` runs."""
+        return self.script_rounds if row.kind == "script" else self.repeats
 
 
 @dataclass(frozen=True)
@@ -69,8 +92,8 @@ class Row:
     key: str
     label: str  # "1", "5a", ...: what --workloads selects
     title: str
-    kind: str  # pool | executor | startup | cpu | efficiency
-    target: Optional[float]  # ratio ferropool / stdlib; for efficiency: the minimum
+    kind: str  # pool | executor | startup | script | cpu | efficiency
+    target: Optional[float]  # median ratio ferropool / stdlib; for efficiency: the minimum
     n: int = 0
     method: str = ""
     first: bool = True
@@ -78,6 +101,12 @@ class Row:
     workers: int = 0
     # The workload this row runs, when its key says more (default: the key).
     workload: str = ""
+    # Payload rows: the target of the first payload call in a fresh
+    # interpreter (the "cold" ratio), beside ``target`` for the warm one.
+    cold_target: Optional[float] = None
+    # The median ratio's target under load, where the issue gives one (every
+    # row also has LOADED_WORST_ROUND_TARGET for its worst round).
+    loaded_target: Optional[float] = None
 
     @property
     def runs(self) -> str:
@@ -108,6 +137,7 @@ def rows(cfg: Config) -> List[Row]:
             "pool",
             0.20,
             n_apply,
+            loaded_target=0.50,
         ),
         Row(
             "map_chunksize_1",
@@ -140,6 +170,7 @@ def rows(cfg: Config) -> List[Row]:
             "pool",
             0.35,
             n_payload,
+            cold_target=0.25,
         ),
         Row(
             "payload_arrays",
@@ -213,6 +244,20 @@ def rows(cfg: Config) -> List[Row]:
                 workload="map_chunksize_1",
             ),
         ]
+    # Point 1's short script, run as a process and timed from outside.
+    for m in START_METHODS:
+        if m in available:
+            out.append(
+                Row(
+                    f"script_{m}",
+                    "10",
+                    f"whole script, {m}: Pool(2).map(sq, range(100))",
+                    "script",
+                    0.90,
+                    100,
+                    m,
+                )
+            )
     return out
 
 
