@@ -50,10 +50,11 @@ bench: install
 	$(PY) -m pytest benches -p no:cacheprovider --benchmark-columns=min,median,max,rounds $(PYTEST_ARGS)
 
 # The full comparison as in the README: docs/bench-results.json and the chart
-# docs/bench.png (python -m ferropool bench; a few minutes on 2 cores).
+# docs/bench.png (python -m ferropool bench), every row quiet and then beside
+# two CPU-bound processes (about 25 minutes on 2 cores).
 bench-chart: install
 	$(PY) -m pip install -q -e '.[test,bench]'
-	$(PY) -m ferropool bench --json docs/bench-results.json --chart docs/bench.png
+	$(PY) -m ferropool bench --also-load 2 --json docs/bench-results.json --chart docs/bench.png
 
 lint: install
 	$(PY) -m pip install -q -e '.[test,lint]'

@@ -259,9 +259,15 @@ def test_full_runs_take_at_least_five_rounds_and_scripts_ten():
 
 def _synthetic() -> BenchResults:
     r1 = row("apply_round_trip")
+    t = r1.target
+    assert t is not None
+    # Quiet: a median ratio exactly at the row's target (met).
     quiet = RowResult(
         r1,
-        {"ferropool": Measurement([1.0, 3.0, 2.0]), "stdlib": Measurement([10.0, 10.0, 10.0])},
+        {
+            "ferropool": Measurement([5 * t, 15 * t, 10 * t]),
+            "stdlib": Measurement([10.0, 10.0, 10.0]),
+        },
     )
     loaded = RowResult(
         r1,
@@ -283,8 +289,8 @@ def test_statistics_and_targets():
     results = _synthetic()
     quiet, payload = results.quiet
     loaded = results.loaded[0]
-    assert quiet.ratio == pytest.approx(0.2)  # median 2 / median 10
-    assert quiet.met is True  # 0.20 <= 0.20
+    assert quiet.ratio == pytest.approx(quiet.row.target)  # median 10 t / median 10
+    assert quiet.met is True  # at the target
     assert loaded.ratio == pytest.approx(0.4)
     assert loaded.worst_round_ratio == pytest.approx(1.2)
     assert {c.name: c.met for c in loaded.checks()} == {
@@ -304,8 +310,9 @@ def test_json_round_trip():
     meta = {"implementations": IMPLS, "repeats": 3, "processes": 2, "start_method": "fork"}
     data = json.loads(json.dumps(to_json(results, meta)))
     first = data["rows"][0]
-    assert first["quiet"]["results"]["ferropool"]["median"] == 2.0
-    assert first["quiet"]["results"]["ferropool"]["min"] == 1.0
+    target = first["target"]
+    assert first["quiet"]["results"]["ferropool"]["median"] == pytest.approx(10 * target)
+    assert first["quiet"]["results"]["ferropool"]["min"] == pytest.approx(5 * target)
     assert first["loaded"]["worst_round_ratio"] == pytest.approx(1.2)
     assert first["missed"] == ["loaded worst round"]
     assert data["rows"][1]["quiet"]["results"]["ferropool"]["cold"]["times"] == [4.0, 6.0]

@@ -182,6 +182,15 @@ class Started:
         self.reap()
 
 
+# Marks the service threads (see in_service_thread).
+_this_thread = threading.local()
+
+
+def in_service_thread() -> bool:
+    """Whether the calling thread is a pool's or executor's service thread."""
+    return getattr(_this_thread, "is_service", False)
+
+
 def _service_main(
     engine: Any,
     fork_worker: Optional[Callable[[int, int, List[int]], None]],
@@ -189,6 +198,7 @@ def _service_main(
     serve: Callable[..., None],
     state: Any,
 ) -> None:
+    _this_thread.is_service = True
     serve(_job_news(engine, fork_worker), state)
     reap()
 

@@ -10,6 +10,7 @@ import time
 from multiprocessing import TimeoutError as MPTimeoutError
 
 from ._feeding import Window, feeder_min_room
+from ._launch import in_service_thread
 from ._outcomes import LOCAL_ERROR, decode
 
 # `typing`, `logging` and `_errors` are imported where needed (start-up
@@ -25,20 +26,24 @@ __all__ = ["ApplyResult", "AsyncResult", "IMapIterator", "MapResult"]
 _pools_stopped_at_exit = False
 
 
-def _raise(error: BaseException) -> NoReturn:
-    """Raises a task's error where the caller waits. One exception: while the
-    interpreter exits, the pools nobody closed are terminated, and a thread
-    still waiting on one (a daemon thread: the others were joined before)
-    would report the termination as an error at exit. The stdlib's waits
-    never return then, and print nothing; this one stays asleep too, until
-    the process ends."""
-    if _pools_stopped_at_exit:
-        from ._errors import BrokenProcessPool
+def _stop_here_at_exit() -> None:
+    """Once the exit hook has stopped the pools nobody closed, a daemon
+    thread still waiting on one of them stays asleep until the process ends:
+    the stdlib's waits never return then, and print nothing. Its outcome is
+    not decoded: the module of an error may no longer be importable then
+    (`concurrent.futures.process` cannot be imported once threading has
+    begun shutting down)."""
+    if (
+        _pools_stopped_at_exit
+        and threading.current_thread().daemon
+        and not in_service_thread()  # the exit hook waits for those
+    ):
+        threading.Event().wait()
 
-        if isinstance(error, BrokenProcessPool) and (
-            threading.current_thread() is not threading.main_thread()
-        ):
-            threading.Event().wait()
+
+def _raise(error: BaseException) -> NoReturn:
+    """Raises a task's error where the caller waits (see _stop_here_at_exit)."""
+    _stop_here_at_exit()
     raise error
 
 
@@ -88,6 +93,7 @@ class ApplyResult:
             return self._outcome
 
     def _decode(self, index: int, status: int, payload: bytes) -> tuple:
+        _stop_here_at_exit()
         if status == LOCAL_ERROR:
             return False, self._local_errors.pop(index)
         return decode(status, payload)
@@ -305,6 +311,7 @@ class IMapIterator:
             self._pending[index] = (status, payload)
 
     def _decode(self, index: int, status: int, payload: bytes) -> tuple:
+        _stop_here_at_exit()
         if status == LOCAL_ERROR:
             return False, self._local_errors.pop(index)
         if len(payload) > self._largest_unreleased:

@@ -480,7 +480,12 @@ def _run_callbacks(job_ids: Iterator[int], cache: Dict[int, Any]) -> None:
             continue  # a batch's news that came after the job completed
         if result._job.complete():
             cache.pop(job_id, None)
-            result._complete_with_callbacks()
+            if _results._pools_stopped_at_exit:
+                # Stopped at exit: no callbacks then, as the stdlib's pool
+                # runs none once terminated at exit.
+                result._job.mark_ready()
+            else:
+                result._complete_with_callbacks()
         else:
             result.absorb_arrived()
         # Not kept while waiting for the next job: it holds the job's value.

@@ -135,7 +135,7 @@ def rows(cfg: Config) -> List[Row]:
             "1",
             f"apply_async(f, (i,)).get() x {_k(n_apply)}",
             "pool",
-            0.20,
+            0.07,
             n_apply,
             loaded_target=0.50,
         ),
@@ -160,7 +160,7 @@ def rows(cfg: Config) -> List[Row]:
             "4",
             f"map(f, range({_k(n_big)})), default chunksize",
             "pool",
-            0.60,
+            0.45,
             n_big,
         ),
         Row(
@@ -208,7 +208,7 @@ def rows(cfg: Config) -> List[Row]:
             "8a",
             f"executor submit(f, i).result() x {_k(n_apply)}",
             "executor",
-            0.20,
+            0.12,
             n_apply,
         ),
         Row(
