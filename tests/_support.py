@@ -73,11 +73,13 @@ def descendants(root: int | None = None) -> list:
 
 
 def still_running(procs) -> list:
-    """The processes of `procs` that still run code (zombies do not)."""
+    """The processes of `procs` that still run code (zombies do not, nor a
+    process caught while its parent reaps it: status "dead")."""
+    ended = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
     alive = []
     for p in procs:
         try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+            if p.is_running() and p.status() not in ended:
                 alive.append(p)
         except psutil.NoSuchProcess:
             pass
