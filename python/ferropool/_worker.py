@@ -239,8 +239,8 @@ def run_worker(channel: Any, setup: WorkerSetup, number: int, forked: bool) -> i
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 1
     finally:
-        util = sys.modules.get("multiprocessing.util")
-        if util is not None:  # else nothing registered finalizers
+        util = _mp_util_if_loaded()
+        if util is not None:
             util._exit_function()
     return 0
 
@@ -268,12 +268,17 @@ def _initialize(setup: WorkerSetup) -> bool:
         return False
 
 
+def _mp_util_if_loaded() -> Any:
+    """`multiprocessing.util` where something imported it, else None: only
+    then can finalizers or after-fork hooks have been registered. ferropool
+    itself does not import it, to keep it out of start-up."""
+    return sys.modules.get("multiprocessing.util")
+
+
 def _reset_inherited_finalizers() -> None:
     """After a fork: drop the parent's finalizers and run the after-fork
-    hooks, as a forked stdlib process does. Only where something imported
-    `multiprocessing.util` (nothing else can have registered any); ferropool
-    itself does not, to keep it out of start-up."""
-    util = sys.modules.get("multiprocessing.util")
+    hooks, as a forked stdlib process does (see _mp_util_if_loaded)."""
+    util = _mp_util_if_loaded()
     if util is not None:
         util._finalizer_registry.clear()
         util._run_after_forkers()
