@@ -35,17 +35,7 @@ impl Kept {
     }
 
     fn try_take(&self, len: usize) -> Option<Vec<u8>> {
-        let reused = {
-            let mut kept = lock(&self.0);
-            // The smallest kept buffer that fits.
-            let best = kept
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| b.capacity() >= len)
-                .min_by_key(|(_, b)| b.capacity())
-                .map(|(i, _)| i);
-            best.map(|i| kept.swap_remove(i))
-        };
+        let reused = take_smallest_fitting(&mut lock(&self.0), len, Vec::capacity);
         match reused {
             Some(mut buf) => {
                 buf.resize(len, 0); // zero-fills only a tail beyond its old length
@@ -56,11 +46,32 @@ impl Kept {
     }
 
     fn give_back(&self, buf: Vec<u8>) {
-        let mut kept = lock(&self.0);
-        let held: usize = kept.iter().map(Vec::capacity).sum();
-        if kept.len() < MAX_KEPT && held + buf.capacity() <= MAX_KEPT_BYTES {
-            kept.push(buf);
-        }
+        keep_within_bounds(&mut lock(&self.0), buf, Vec::capacity);
+    }
+}
+
+/// The kept buffer with the smallest capacity that holds `len`, removed
+/// from `kept` (this module's and `shm`'s pools).
+pub fn take_smallest_fitting<T>(
+    kept: &mut Vec<T>,
+    len: usize,
+    capacity: impl Fn(&T) -> usize,
+) -> Option<T> {
+    let best = kept
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| capacity(b) >= len)
+        .min_by_key(|(_, b)| capacity(b))
+        .map(|(i, _)| i);
+    best.map(|i| kept.swap_remove(i))
+}
+
+/// Keeps `buf` in `kept` if at most `MAX_KEPT` buffers of `MAX_KEPT_BYTES`
+/// in all are kept then; else drops it.
+pub fn keep_within_bounds<T>(kept: &mut Vec<T>, buf: T, capacity: impl Fn(&T) -> usize) {
+    let held: usize = kept.iter().map(&capacity).sum();
+    if kept.len() < MAX_KEPT && held + capacity(&buf) <= MAX_KEPT_BYTES {
+        kept.push(buf);
     }
 }
 

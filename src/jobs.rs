@@ -15,15 +15,58 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use crate::protocol::ResultStatus;
+use crate::shm::ReceivedMap;
 use crate::sync::Signal;
 
 pub type JobId = u64;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct TaskOutcome {
     pub index: u64,
     pub status: ResultStatus,
-    pub payload: Vec<u8>,
+    pub payload: OutcomeBytes,
+}
+
+/// An outcome's payload: bytes in this process's memory, or a worker's
+/// sealed shared memory, mapped read-only (see `shm`).
+pub enum OutcomeBytes {
+    Heap(Vec<u8>),
+    Mapped(ReceivedMap),
+}
+
+impl std::ops::Deref for OutcomeBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            OutcomeBytes::Heap(v) => v,
+            OutcomeBytes::Mapped(m) => m.as_slice(),
+        }
+    }
+}
+
+impl From<Vec<u8>> for OutcomeBytes {
+    fn from(v: Vec<u8>) -> Self {
+        OutcomeBytes::Heap(v)
+    }
+}
+
+impl PartialEq for OutcomeBytes {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for OutcomeBytes {}
+
+impl std::fmt::Debug for OutcomeBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let place = match self {
+            OutcomeBytes::Heap(_) => "heap",
+            OutcomeBytes::Mapped(_) => "shared",
+        };
+        write!(f, "OutcomeBytes({} bytes, {place})", self.len())
+    }
 }
 
 #[derive(Default, Debug)]
@@ -194,7 +237,7 @@ mod tests {
         TaskOutcome {
             index: i,
             status: ResultStatus::Ok,
-            payload: vec![i as u8],
+            payload: vec![i as u8].into(),
         }
     }
 

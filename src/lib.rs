@@ -2,7 +2,8 @@
 //! Python module; see each module's header for its part of the data flow.
 //!
 //! Engine (plain Rust, covered by `cargo test`): `protocol` (frames),
-//! `buffers` (recycled buffers for large frames),
+//! `buffers` (recycled buffers for large frames), `shm` (large payloads
+//! through memfds passed over the socket),
 //! `jobs` (per-job outcomes), `outbox` (pending output, large payloads
 //! not copied), `scheduler` (who runs what), `supervisor`
 //! (starting and reaping workers), `event_loop` (the engine thread), `engine`
@@ -24,6 +25,7 @@ pub mod py_engine;
 pub mod py_payload;
 pub mod py_worker;
 pub mod scheduler;
+pub mod shm;
 pub mod spin;
 pub mod supervisor;
 pub mod sync;

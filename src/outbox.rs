@@ -2,21 +2,55 @@
 //!
 //! Small frames are copied into a shared inline buffer; a large payload is
 //! referenced, not copied (it stays in the Python `bytes` the caller pickled),
-//! and goes out with `writev` next to its header.
+//! and goes out with `writev` next to its header. A payload pickled into
+//! shared memory goes as its memfd, sent with a frame that gives its length
+//! (see `shm`).
 //!
 //! ```text
-//!  [hdr task 1 | payload 1 | hdr task 2 ] [payload 2: 8 MiB, shared] [hdr task 3 ...]
-//!   inline                                  Shared                    inline
+//!  [hdr task 1 | payload 1 | hdr task 2 ] [payload 2: 8 MiB, shared] [hdr+len task 3] [hdr task 4 ...]
+//!   inline                                  Shared                    WithFd (+ memfd)  inline
 //! ```
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
+use std::os::fd::BorrowedFd;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use crate::protocol::{self, Kind};
 
-/// Bytes handed to the engine: a Python `bytes` object or a plain vector.
-pub type Payload = Arc<dyn AsRef<[u8]> + Send + Sync>;
+/// A task payload's bytes, wherever they are kept.
+pub trait PayloadBytes: Send + Sync {
+    fn bytes(&self) -> &[u8];
+    /// The memfd holding exactly `bytes()` from offset 0, if it is in shared
+    /// memory: then the memfd is sent instead of the bytes.
+    fn memfd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+}
+
+impl PayloadBytes for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+/// Bytes handed to the engine: a Python `bytes` object, a plain vector, or
+/// a payload pickled into memory the engine owns.
+pub type Payload = Arc<dyn PayloadBytes>;
+
+/// Where an outbox writes: a socket, which can also pass a descriptor.
+pub trait FrameSink: Write {
+    /// Writes from `bytes` with `fd` attached to the first byte sent.
+    fn write_with_fd(&mut self, bytes: &[u8], fd: BorrowedFd<'_>) -> io::Result<usize>;
+}
+
+impl FrameSink for UnixStream {
+    fn write_with_fd(&mut self, bytes: &[u8], fd: BorrowedFd<'_>) -> io::Result<usize> {
+        use std::os::fd::AsFd;
+        crate::shm::send_with_fd(self.as_fd(), bytes, fd)
+    }
+}
 
 /// Payloads at least this large are written from where they are.
 const SHARE_ABOVE: usize = 64 * 1024;
@@ -26,13 +60,16 @@ const MAX_SLICES: usize = 64;
 enum Chunk {
     Inline(Vec<u8>),
     Shared(Payload),
+    /// A shared-memory frame (its bytes) and the payload whose memfd goes
+    /// with its first byte.
+    WithFd(Vec<u8>, Payload),
 }
 
 impl Chunk {
     fn bytes(&self) -> &[u8] {
         match self {
-            Chunk::Inline(v) => v,
-            Chunk::Shared(p) => (**p).as_ref(),
+            Chunk::Inline(v) | Chunk::WithFd(v, _) => v,
+            Chunk::Shared(p) => p.bytes(),
         }
     }
 }
@@ -75,7 +112,13 @@ impl Outbox {
 
     /// Queues a frame whose payload is shared: large ones are not copied.
     pub fn push_shared(&mut self, kind: Kind, flags: u8, job: u64, index: u64, payload: &Payload) {
-        let bytes = (**payload).as_ref();
+        let bytes = payload.bytes();
+        if payload.memfd().is_some() {
+            let frame = protocol::shared_frame(kind, flags, job, index, bytes.len());
+            self.chunks
+                .push_back(Chunk::WithFd(frame, Arc::clone(payload)));
+            return;
+        }
         if bytes.len() < SHARE_ABOVE {
             self.push(kind, flags, job, index, bytes);
             return;
@@ -85,11 +128,25 @@ impl Outbox {
         self.chunks.push_back(Chunk::Shared(Arc::clone(payload)));
     }
 
-    /// Writes as much as the socket takes (one `writev`). Returns the bytes
-    /// written; `Ok(0)` only when nothing was pending.
-    pub fn write_to<W: Write>(&mut self, w: &mut W) -> io::Result<usize> {
+    /// Writes as much as the socket takes (one `writev`, or one `sendmsg`
+    /// for a frame that passes a memfd). Returns the bytes written; `Ok(0)`
+    /// only when nothing was pending.
+    pub fn write_to<W: FrameSink>(&mut self, w: &mut W) -> io::Result<usize> {
+        if let Some(Chunk::WithFd(frame, payload)) = self.chunks.front() {
+            if self.written == 0 {
+                if let Some(fd) = payload.memfd() {
+                    let n = w.write_with_fd(frame, fd)?;
+                    self.advance(n);
+                    return Ok(n);
+                }
+            }
+        }
         let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(MAX_SLICES.min(self.chunks.len()));
         for (i, chunk) in self.chunks.iter().take(MAX_SLICES).enumerate() {
+            // A memfd goes with its frame's first byte, in a call of its own.
+            if i > 0 && matches!(chunk, Chunk::WithFd(..)) {
+                break;
+            }
             let bytes = chunk.bytes();
             slices.push(IoSlice::new(if i == 0 {
                 &bytes[self.written..]
@@ -157,6 +214,12 @@ mod tests {
         }
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
+        }
+    }
+
+    impl FrameSink for Trickle {
+        fn write_with_fd(&mut self, bytes: &[u8], _fd: BorrowedFd<'_>) -> io::Result<usize> {
+            self.write(bytes)
         }
     }
 

@@ -23,6 +23,12 @@ use std::io::{self, Read};
 pub const HEADER_LEN: usize = 26;
 /// Bytes of the length field, which counts the rest of the frame.
 const LEN_FIELD: usize = 8;
+/// Set in the kind byte: the payload is in shared memory (a memfd sent with
+/// the frame's first byte, see `shm`); the frame's own payload is the
+/// payload's length, a u64 LE.
+pub const SHARED_PAYLOAD: u8 = 0x80;
+/// Payload bytes of a shared-memory frame: the length of the shared payload.
+pub const SHARED_FRAME_PAYLOAD: usize = 8;
 
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,6 +162,8 @@ impl ResultStatus {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
     pub kind: Kind,
+    /// The payload is in shared memory; `payload` holds its length.
+    pub shared: bool,
     pub flags: u8,
     pub job: u64,
     pub index: u64,
@@ -168,6 +176,10 @@ pub enum ProtocolError {
     /// A length this process cannot allocate a buffer for.
     TooLong(u64),
     TooShort(u64),
+    /// A shared-memory frame whose own payload is not a length.
+    BadShared(usize),
+    /// A shared-memory frame whose memory could not be used: why.
+    SharedMemory(String),
 }
 
 impl fmt::Display for ProtocolError {
@@ -181,6 +193,13 @@ impl fmt::Display for ProtocolError {
                 )
             }
             ProtocolError::TooShort(n) => write!(f, "frame length {n} is shorter than a header"),
+            ProtocolError::SharedMemory(why) => write!(f, "{why}"),
+            ProtocolError::BadShared(n) => {
+                write!(
+                    f,
+                    "a shared-memory frame with {n} payload bytes instead of its length"
+                )
+            }
         }
     }
 }
@@ -199,6 +218,28 @@ pub fn header(kind: Kind, flags: u8, job: u64, index: u64, payload_len: usize) -
     h
 }
 
+/// The whole frame announcing a payload of `len` bytes in shared memory
+/// (the memfd goes with its first byte).
+pub fn shared_frame(kind: Kind, flags: u8, job: u64, index: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + SHARED_FRAME_PAYLOAD);
+    encode_into(
+        &mut out,
+        kind,
+        flags,
+        job,
+        index,
+        &(len as u64).to_le_bytes(),
+    );
+    out[8] |= SHARED_PAYLOAD;
+    out
+}
+
+/// The shared payload's length a shared-memory frame carries.
+pub fn shared_len(payload: &[u8]) -> Option<usize> {
+    let bytes: [u8; SHARED_FRAME_PAYLOAD] = payload.try_into().ok()?;
+    usize::try_from(u64::from_le_bytes(bytes)).ok()
+}
+
 /// Appends one whole frame to `out`.
 pub fn encode_into(out: &mut Vec<u8>, kind: Kind, flags: u8, job: u64, index: u64, payload: &[u8]) {
     out.extend_from_slice(&header(kind, flags, job, index, payload.len()));
@@ -209,10 +250,10 @@ fn le_u64(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]))
 }
 
-/// Parses the header; returns (kind, flags, job, index, payload length).
-/// The length is checked only against the address space here; whether a
-/// buffer of that size can be had is for the allocation to say.
-pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<(Kind, u8, u64, u64, usize), ProtocolError> {
+/// Parses the header; returns it and the payload length. The length is
+/// checked only against the address space here; whether a buffer of that
+/// size can be had is for the allocation to say.
+pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<(FrameHeader, usize), ProtocolError> {
     let len = le_u64(&h[0..8]);
     if len < (HEADER_LEN - LEN_FIELD) as u64 {
         return Err(ProtocolError::TooShort(len));
@@ -221,14 +262,27 @@ pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<(Kind, u8, u64, u64, usize),
         .ok()
         .filter(|n| *n <= isize::MAX as usize)
         .ok_or(ProtocolError::TooLong(len))?;
-    let kind = Kind::from_u8(h[8]).ok_or(ProtocolError::UnknownKind(h[8]))?;
-    Ok((kind, h[9], le_u64(&h[10..18]), le_u64(&h[18..26]), plen))
+    let kind = Kind::from_u8(h[8] & !SHARED_PAYLOAD).ok_or(ProtocolError::UnknownKind(h[8]))?;
+    let shared = h[8] & SHARED_PAYLOAD != 0;
+    if shared && plen != SHARED_FRAME_PAYLOAD {
+        return Err(ProtocolError::BadShared(plen));
+    }
+    let header = FrameHeader {
+        kind,
+        shared,
+        flags: h[9],
+        job: le_u64(&h[10..18]),
+        index: le_u64(&h[18..26]),
+    };
+    Ok((header, plen))
 }
 
 /// Header fields of a frame, without its payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameHeader {
     pub kind: Kind,
+    /// The payload is in shared memory (see `SHARED_PAYLOAD`).
+    pub shared: bool,
     pub flags: u8,
     pub job: u64,
     pub index: u64,
@@ -303,7 +357,7 @@ impl FrameDecoder {
         }
         let mut h = [0u8; HEADER_LEN];
         h.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
-        let (kind, flags, job, index, plen) = parse_header(&h)?;
+        let (header, plen) = parse_header(&h)?;
         if plen < LARGE_FRAME {
             return Ok(());
         }
@@ -316,12 +370,7 @@ impl FrameDecoder {
         data[..have].copy_from_slice(&self.buf[body..body + have]);
         self.start = body + have;
         self.large = Some(LargeFrame {
-            header: FrameHeader {
-                kind,
-                flags,
-                job,
-                index,
-            },
+            header,
             data,
             filled: have,
         });
@@ -387,7 +436,7 @@ impl FrameDecoder {
         let mut h = [0u8; HEADER_LEN];
         h.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
         match parse_header(&h) {
-            Ok((_, _, _, _, plen)) => (HEADER_LEN + plen).saturating_sub(avail),
+            Ok((_, plen)) => (HEADER_LEN + plen).saturating_sub(avail),
             Err(_) => 0,
         }
     }
@@ -416,18 +465,12 @@ impl FrameDecoder {
         }
         let mut h = [0u8; HEADER_LEN];
         h.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
-        let (kind, flags, job, index, plen) = parse_header(&h)?;
+        let (header, plen) = parse_header(&h)?;
         if self.pending() < HEADER_LEN + plen {
             return Ok(None);
         }
         let body = self.start + HEADER_LEN;
         self.start = body + plen;
-        let header = FrameHeader {
-            kind,
-            flags,
-            job,
-            index,
-        };
         Ok(Some((header, &self.buf[body..body + plen])))
     }
 
@@ -437,6 +480,7 @@ impl FrameDecoder {
             // Large payloads move out whole, without a copy.
             return Ok(self.take_large().map(|(h, payload)| Frame {
                 kind: h.kind,
+                shared: h.shared,
                 flags: h.flags,
                 job: h.job,
                 index: h.index,
@@ -445,6 +489,7 @@ impl FrameDecoder {
         }
         Ok(self.next_frame_ref()?.map(|(h, payload)| Frame {
             kind: h.kind,
+            shared: h.shared,
             flags: h.flags,
             job: h.job,
             index: h.index,
@@ -574,7 +619,31 @@ mod tests {
     #[test]
     fn lengths_past_four_gib_survive_the_header() {
         let h = header(Kind::Result, 3, 7, 9, (5 << 30) + 1);
-        assert_eq!(parse_header(&h), Ok((Kind::Result, 3, 7, 9, (5 << 30) + 1)));
+        let (parsed, plen) = parse_header(&h).expect("header");
+        assert_eq!(
+            (parsed.kind, parsed.flags, parsed.job, parsed.index),
+            (Kind::Result, 3, 7, 9)
+        );
+        assert!(!parsed.shared);
+        assert_eq!(plen, (5 << 30) + 1);
+    }
+
+    #[test]
+    fn a_shared_frame_carries_only_its_length() {
+        let wire = shared_frame(Kind::Result, 9, 4, 2, 8 << 20);
+        let mut dec = FrameDecoder::new();
+        dec.feed(&wire);
+        let f = dec.next_frame().expect("frame").expect("whole");
+        assert!(f.shared);
+        assert_eq!((f.kind, f.flags, f.job, f.index), (Kind::Result, 9, 4, 2));
+        assert_eq!(shared_len(&f.payload), Some(8 << 20));
+        // Anything but a length with the shared bit is refused.
+        let mut bad = header(Kind::Result, 0, 1, 0, 3).to_vec();
+        bad.extend_from_slice(b"abc");
+        bad[8] |= SHARED_PAYLOAD;
+        let mut dec = FrameDecoder::new();
+        dec.feed(&bad);
+        assert_eq!(dec.next_frame(), Err(ProtocolError::BadShared(3)));
     }
 
     #[test]

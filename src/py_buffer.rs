@@ -14,6 +14,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use crate::jobs::OutcomeBytes;
 use crate::sync::lock;
 
 /// `PyBUF_READ` of the stable ABI's memoryview API.
@@ -65,14 +66,14 @@ pub fn recycle_unless_lent(data: Vec<u8>, released: bool) {
 }
 
 /// A large result payload on its way to Python: `load_with(loads)` unpickles
-/// it straight from the engine's buffer.
+/// it straight from the engine's buffer, or from the worker's shared memory.
 #[pyclass(module = "ferropool._native", name = "LargePayload", frozen)]
 pub struct LargePayload {
-    data: std::sync::Mutex<Option<Vec<u8>>>,
+    data: std::sync::Mutex<Option<OutcomeBytes>>,
 }
 
 impl LargePayload {
-    pub fn new(data: Vec<u8>) -> Self {
+    pub fn new(data: OutcomeBytes) -> Self {
         LargePayload {
             data: std::sync::Mutex::new(Some(data)),
         }
@@ -92,7 +93,12 @@ impl LargePayload {
             Ok(outcome) => outcome,
             Err(e) => (Err(e), true),
         };
-        recycle_unless_lent(data, released);
+        match data {
+            OutcomeBytes::Heap(data) => recycle_unless_lent(data, released),
+            // Unmapped on drop, unless a view of it is still exported.
+            OutcomeBytes::Mapped(map) if !released => std::mem::forget(map),
+            OutcomeBytes::Mapped(_) => {}
+        }
         Ok(value?.unbind())
     }
 
@@ -103,6 +109,6 @@ impl LargePayload {
     }
 
     fn __len__(&self) -> usize {
-        lock(&self.data).as_ref().map_or(0, Vec::len)
+        lock(&self.data).as_ref().map_or(0, |d| d.len())
     }
 }

@@ -15,7 +15,7 @@ use pyo3::types::{PyBytes, PyList};
 use crate::engine::{Command, Engine, EngineConfig, Phase, ServiceEvent};
 use crate::errors::EngineError;
 use crate::jobs::{Job, TaskOutcome};
-use crate::outbox::Payload;
+use crate::outbox::{Payload, PayloadBytes};
 use crate::protocol::{CallMode, ResultStatus};
 use crate::py_buffer::{LargePayload, LEND_ABOVE};
 use crate::py_payload::EnginePayload;
@@ -26,8 +26,8 @@ use crate::wait::blocking_wait;
 /// A Python `bytes` the engine reads without the GIL.
 struct SharedBytes(PyBackedBytes);
 
-impl AsRef<[u8]> for SharedBytes {
-    fn as_ref(&self) -> &[u8] {
+impl PayloadBytes for SharedBytes {
+    fn bytes(&self) -> &[u8] {
         &self.0
     }
 }
@@ -211,7 +211,7 @@ impl PyEngine {
             // or shares the buffer a large payload was pickled into, and
             // writes from it without the GIL.
             let payload: Payload = match item.cast::<EnginePayload>() {
-                Ok(engine_payload) => engine_payload.get().bytes.clone(),
+                Ok(engine_payload) => engine_payload.get().payload.clone(),
                 Err(_) => Arc::new(SharedBytes(item.extract::<PyBackedBytes>()?)),
             };
             tasks.push(Task {
@@ -234,7 +234,9 @@ impl PyEngine {
                 job.deliver(TaskOutcome {
                     index: task.index,
                     status: ResultStatus::PoolBroken,
-                    payload: b"the pool stopped before this task was sent".to_vec(),
+                    payload: b"the pool stopped before this task was sent"
+                        .to_vec()
+                        .into(),
                 });
             }
             if close {
@@ -467,7 +469,7 @@ impl PyJob {
         self.job.add_local(TaskOutcome {
             index,
             status: ResultStatus::LocalError,
-            payload: Vec::new(),
+            payload: Vec::new().into(),
         });
     }
 

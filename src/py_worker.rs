@@ -8,23 +8,27 @@
 //!                            Forget: drop the cached function     Exit / EOF: return
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::errors::EngineError;
-use crate::protocol::{self, FrameDecoder, FrameHeader, Kind};
+use crate::protocol::{self, FrameDecoder, FrameHeader, Kind, ProtocolError, LARGE_FRAME};
 use crate::py_buffer::{recycle_unless_lent, with_lent_view, LEND_ABOVE};
+use crate::shm::{self, FdReader, ReceivedMap, Sender};
 use crate::spin::SpinSwitch;
 
 #[pyclass(module = "ferropool._native", name = "WorkerChannel")]
 pub struct WorkerChannel {
     sock: UnixStream,
     decoder: FrameDecoder,
+    /// Descriptors that came with the parent's bytes, one per shared-memory
+    /// frame, in order.
+    fds: VecDeque<OwnedFd>,
     out: Vec<u8>,
 }
 
@@ -58,17 +62,22 @@ impl WorkerChannel {
     ) -> Result<(FrameHeader, FramePayload<'py>), EngineError> {
         loop {
             if let Some((header, payload)) = self.decoder.next_frame_ref()? {
+                if header.shared {
+                    let map = shared_payload(payload, &mut self.fds)
+                        .map_err(|why| EngineError::Protocol(ProtocolError::SharedMemory(why)))?;
+                    return Ok((header, FramePayload::Mapped(map)));
+                }
                 if payload.len() < LEND_ABOVE {
                     return Ok((header, FramePayload::Bytes(PyBytes::new(py, payload))));
                 }
                 return Ok((header, FramePayload::Large(self.decoder.take_handed_out())));
             }
             self.flush(py)?;
-            let (sock, decoder) = (&mut self.sock, &mut self.decoder);
+            let (sock, decoder, fds) = (&self.sock, &mut self.decoder, &mut self.fds);
             let n = py
                 .detach(|| {
                     wait_readable_spinning(sock);
-                    decoder.read_from(sock)
+                    decoder.read_from(&mut FdReader { sock, fds })
                 })
                 .map_err(disconnected_or)?;
             if n == 0 {
@@ -77,7 +86,8 @@ impl WorkerChannel {
         }
     }
 
-    /// Sends a frame now; a large payload is written from where it is.
+    /// Sends a frame now; a large payload goes as a sealed memfd (see
+    /// `shm`), or where memfds cannot be had, is written from where it is.
     fn send(
         &mut self,
         py: Python<'_>,
@@ -92,9 +102,16 @@ impl WorkerChannel {
             return self.flush(py);
         }
         self.flush(py)?;
-        let header = protocol::header(kind, flags, job, index, payload.len());
         let sock = &mut self.sock;
         py.detach(|| {
+            if payload.len() >= LARGE_FRAME {
+                if let Some(fd) = sealed_copy(payload) {
+                    let frame = protocol::shared_frame(kind, flags, job, index, payload.len());
+                    let sent = shm::send_with_fd(sock.as_fd(), &frame, fd.as_fd())?;
+                    return sock.write_all(&frame[sent..]);
+                }
+            }
+            let header = protocol::header(kind, flags, job, index, payload.len());
             sock.write_all(&header)?;
             sock.write_all(payload)
         })
@@ -124,11 +141,31 @@ fn wait_readable_spinning(sock: &UnixStream) {
     WORKER_SPIN.spin(None, || unsafe { libc::poll(&mut fd, 1, 0) } != 0);
 }
 
+/// `payload` in a new memfd, sealed, for the parent; None where memfds
+/// cannot be had (the bytes then go through the socket).
+fn sealed_copy(payload: &[u8]) -> Option<OwnedFd> {
+    shm::sealed_copy(payload).ok()
+}
+
+/// The parent's shared memory a frame announces, mapped read-only.
+fn shared_payload(
+    frame_payload: &[u8],
+    fds: &mut VecDeque<OwnedFd>,
+) -> Result<ReceivedMap, String> {
+    let len =
+        protocol::shared_len(frame_payload).ok_or("a shared-memory frame without a length")?;
+    let fd = fds
+        .pop_front()
+        .ok_or("a shared-memory frame without its descriptor")?;
+    shm::map_received(fd, len, Sender::Engine)
+}
+
 /// A frame's payload in the worker: small ones are copied into `bytes`,
 /// large ones are lent to the call that unpickles them (see `py_buffer`).
 enum FramePayload<'py> {
     Bytes(Bound<'py, PyBytes>),
     Large(Vec<u8>),
+    Mapped(ReceivedMap),
 }
 
 impl<'py> FramePayload<'py> {
@@ -136,6 +173,7 @@ impl<'py> FramePayload<'py> {
         match self {
             FramePayload::Bytes(b) => b,
             FramePayload::Large(data) => PyBytes::new(py, &data),
+            FramePayload::Mapped(map) => PyBytes::new(py, map.as_slice()),
         }
     }
 
@@ -150,6 +188,13 @@ impl<'py> FramePayload<'py> {
             FramePayload::Large(data) => {
                 let (result, released) = with_lent_view(py, &data, f)?;
                 recycle_unless_lent(data, released);
+                result
+            }
+            FramePayload::Mapped(map) => {
+                let (result, released) = with_lent_view(py, map.as_slice(), f)?;
+                if !released {
+                    std::mem::forget(map); // still viewed: never unmapped
+                }
                 result
             }
         }
@@ -200,6 +245,7 @@ impl WorkerChannel {
         Ok(WorkerChannel {
             sock,
             decoder: FrameDecoder::new(),
+            fds: VecDeque::new(),
             out: Vec::new(),
         })
     }

@@ -95,7 +95,7 @@ fn cancelled(index: u64) -> TaskOutcome {
     TaskOutcome {
         index,
         status: ResultStatus::Cancelled,
-        payload: Vec::new(),
+        payload: Vec::new().into(),
     }
 }
 
@@ -364,7 +364,7 @@ impl Scheduler {
             let outcome = TaskOutcome {
                 index: task.index,
                 status,
-                payload: message.as_bytes().to_vec(),
+                payload: message.as_bytes().to_vec().into(),
             };
             if self.deliver(task.job, outcome).notify_service {
                 completed.push(task.job);
@@ -414,7 +414,7 @@ mod tests {
         TaskOutcome {
             index: i,
             status: ResultStatus::Ok,
-            payload: vec![],
+            payload: vec![].into(),
         }
     }
 

@@ -123,3 +123,73 @@ def start_session() -> tuple:
     """os.setsid() in a task: (the new session id, the worker's pid)."""
     os.setsid()
     return os.getsid(0), os.getpid()
+
+
+SHARED_PAYLOAD = 0x80  # the kind byte's bit: the payload is in a memfd sent along
+
+
+def forge_shared_result(parent_pid: int, job: int, index: int, how: str) -> int:
+    """A Result frame for task `index` of `job` whose payload is announced as
+    shared memory, with a descriptor that is wrong in the way `how` names
+    (or right: "sealed", a well-formed one holding the pickle of "forged")."""
+    import fcntl
+    import pickle
+
+    data = pickle.dumps("forged")
+    length = len(data)
+    fd = None
+    if how == "pipe":
+        fd, _w = os.pipe()
+    elif how in ("unsealed", "sealed", "short", "sparse", "writable"):
+        fd = os.memfd_create("forged", os.MFD_ALLOW_SEALING)
+        if how == "sparse":
+            length = 1 << 20
+            os.ftruncate(fd, length)
+        else:
+            os.write(fd, data)
+        if how == "short":
+            length = 1 << 20
+        seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+        if how == "writable":
+            seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+        if how != "unsealed":
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+    head = frame(RESULT | SHARED_PAYLOAD, 0, job, index, struct.pack("<Q", length))
+    if how == "bad_length":
+        head = frame(RESULT | SHARED_PAYLOAD, 0, job, index, b"abc")
+    sent = 0
+    for sock_fd in sockets_to(parent_pid):
+        sock = socket.socket(fileno=os.dup(sock_fd))
+        with sock:
+            try:
+                if fd is None:
+                    sock.sendall(head)
+                else:
+                    socket.send_fds(sock, [head], [fd])
+                sent += 1
+            except OSError:
+                pass
+    if how == "sealed":
+        # Believed: this task is done, so its own result would be one for a
+        # task it is not running. It ends instead.
+        os._exit(0)
+    time.sleep(0.5)  # the forged frame is read before this task's own result
+    return sent
+
+
+def flood_descriptors(parent_pid: int, count: int) -> int:
+    """`count` messages of one byte each with a descriptor, then nothing: a
+    try at filling the parent's descriptor table."""
+    r, _w = os.pipe()
+    sent = 0
+    for sock_fd in sockets_to(parent_pid):
+        sock = socket.socket(fileno=os.dup(sock_fd))
+        with sock:
+            try:
+                for _ in range(count):
+                    socket.send_fds(sock, [b"\0"], [r])
+                sent += 1
+            except OSError:
+                pass
+    time.sleep(0.5)
+    return sent

@@ -1,6 +1,7 @@
 """Large arguments and results (a megabyte and more) travel without extra
-copies: the engine lends its buffer to the unpickling, then recycles it.
-Results must be exactly what a copy would give, whatever happens around."""
+copies: through shared memory (a memfd handed over the socket), or the
+engine lends its buffer to the unpickling, then recycles it. Results must be
+exactly what a copy would give, whatever happens around."""
 
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ def test_large_arguments_are_pickled_into_engine_buffers():
     payload = dumps_payload(big)
     assert isinstance(payload, _native.EnginePayload)
     assert len(payload) > 3 * MIB
+    assert payload.in_shared_memory()
     import pickle
 
     assert pickle.loads(payload.to_bytes()) == big
@@ -162,3 +164,39 @@ def test_imap_of_a_list_hands_a_window_over_at_once(make_pool):
     items = list(range(5000))
     assert list(pool.imap(h.square, items)) == [i * i for i in items]
     assert sorted(pool.imap_unordered(h.square, range(5000))) == [i * i for i in range(5000)]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_a_forked_child_never_writes_into_the_parents_kept_memory(method):
+    """The parent keeps the memfds its large arguments were pickled into and
+    reuses them. A process forked from it (a user's os.fork(), a task that
+    forks) inherits that list: its own large payloads must go elsewhere, or
+    they would overwrite the parent's tasks in flight."""
+    import os
+
+    import ferropool
+
+    ctx = ferropool.get_context(method)
+    mine = [bytes([i]) * (3 * MIB) for i in range(6)]
+    with ctx.Pool(2) as pool:
+        assert pool.map(h.identity, mine, chunksize=1) == mine  # memfds kept now
+        pid = os.fork()
+        if pid == 0:  # the child: a pool of its own, other bytes
+            code = 1
+            try:
+                theirs = [bytes([200 + i]) * (3 * MIB) for i in range(6)]
+                with ferropool.get_context("spawn" if method == "fork" else method).Pool(2) as p:
+                    for _ in range(3):
+                        if p.map(h.identity, theirs, chunksize=1) != theirs:
+                            break
+                    else:
+                        code = 0
+            finally:
+                os._exit(code)
+        try:
+            for _ in range(3):
+                assert pool.map(h.identity, mine, chunksize=1) == mine
+        finally:
+            _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0

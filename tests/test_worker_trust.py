@@ -259,3 +259,56 @@ def test_a_task_may_start_a_session_of_its_own(method):
     with ferropool.get_context(method).Pool(1, task_timeout=30) as pool:
         with pytest.raises(PermissionError):
             pool.apply(hh.start_session)
+
+
+# ----- shared-memory frames ------------------------------------------------------------
+
+SHARED_REFUSALS = {
+    "none": "a shared-memory frame without its descriptor",
+    "pipe": "not a memfd",
+    "unsealed": "not sealed against shrinking, growing and writing",
+    "writable": "not sealed against shrinking, growing and writing",
+    "short": "bytes for a payload of 1048576",
+    "sparse": "allocated",
+    "bad_length": "a shared-memory frame with 3 payload bytes",
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", METHODS)
+def test_a_shared_memory_result_is_checked_before_it_is_mapped(method):
+    """A result announced as shared memory is believed only with a memfd
+    sealed against shrinking (which would make reading it crash the parent
+    with SIGBUS), growing and writing, as long as it claims and without
+    holes. Each wrong descriptor fails the task naming what was wrong; the
+    pool goes on. A well-formed one is taken (any worker may send one)."""
+    for how, why in SHARED_REFUSALS.items():
+        with ferropool.get_context(method).Pool(2) as pool:
+            # A fresh pool's first call is job 1, its only task number 0.
+            with pytest.raises(WorkerLostError) as info:
+                pool.apply(hh.forge_shared_result, (os.getpid(), 1, 0, how))
+            message = str(info.value)
+            assert "broke the protocol" in message, (how, message)
+            assert why in message, (how, message)
+            assert pool.map(abs, range(-2, 2)) == [2, 1, 0, 1]
+    with ferropool.get_context(method).Pool(1) as pool:
+        # (The forging task ends its worker right after: a task sent to that
+        # worker meanwhile would fail for it, so nothing else runs here.)
+        assert pool.apply(hh.forge_shared_result, (os.getpid(), 1, 0, "sealed")) == "forged"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", METHODS)
+def test_descriptors_without_frames_are_refused(method):
+    """Descriptors sent with bytes that are no shared-memory frame would fill
+    the parent's descriptor table: the worker is killed for it, and every
+    descriptor it sent is closed."""
+    before = len(os.listdir("/proc/self/fd"))
+    with ferropool.get_context(method).Pool(2) as pool:
+        with pytest.raises(WorkerLostError) as info:
+            pool.apply(hh.flood_descriptors, (os.getpid(), 200))
+        message = str(info.value)
+        assert "broke the protocol" in message, message
+        assert "descriptors without frames for them" in message or "descriptors in one" in message
+        assert pool.map(abs, range(-2, 2)) == [2, 1, 0, 1]
+    assert _wait_for(lambda: len(os.listdir("/proc/self/fd")) <= before + 2)

@@ -68,6 +68,7 @@ impl EventLoop {
                         number,
                         sock: launched.sock,
                         decoder: FrameDecoder::new(),
+                        fds: std::collections::VecDeque::new(),
                         out,
                         slot: WorkerSlot::new(self.config.tasks_per_worker),
                         state: WorkerState::Starting,
@@ -253,7 +254,7 @@ impl EventLoop {
             TaskOutcome {
                 index: task.index,
                 status: ResultStatus::TimedOut,
-                payload: message.into_bytes(),
+                payload: message.into_bytes().into(),
             },
         );
         self.after_delivery(task.job, d);
@@ -336,7 +337,7 @@ impl EventLoop {
                 TaskOutcome {
                     index: task.index,
                     status: ResultStatus::WorkerLost,
-                    payload: message.into_bytes(),
+                    payload: message.into_bytes().into(),
                 },
             );
             self.after_delivery(task.job, d);
@@ -407,7 +408,9 @@ impl EventLoop {
                 let completed = job.add_local(TaskOutcome {
                     index: next,
                     status: ResultStatus::PoolBroken,
-                    payload: format!("{why}; the rest of the input was not read").into_bytes(),
+                    payload: format!("{why}; the rest of the input was not read")
+                        .into_bytes()
+                        .into(),
                 });
                 if job.wants_service(completed) {
                     self.notify_service(job.id);

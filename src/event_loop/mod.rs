@@ -21,10 +21,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use crate::engine::{clear_wake, Command, EngineConfig, Phase, ServiceEvent, Shared};
-use crate::jobs::{Job, JobId, TaskOutcome};
+use crate::jobs::{Job, JobId, OutcomeBytes, TaskOutcome};
 use crate::outbox::Outbox;
-use crate::protocol::{FrameDecoder, Kind, ResultStatus};
+use crate::protocol::{self, FrameDecoder, Kind, ResultStatus};
 use crate::scheduler::{Delivered, Scheduler, Task, WorkerSlot};
+use crate::shm::{self, FdReader, ReceivedMap, Sender};
 use crate::spin::{SpinSwitch, Spun};
 use crate::supervisor::{signal_worker, ExitInfo, Launcher, OwnChild, ZygoteEvent};
 use std::os::fd::OwnedFd;
@@ -38,6 +39,10 @@ const TERMINATE_GRACE: Duration = Duration::from_millis(500);
 /// A frame begun and then left without a byte for this long is cut short:
 /// the worker breaks the protocol (a worker writes each frame in one go).
 const FRAME_STALL: Duration = Duration::from_secs(5);
+/// Descriptors a worker may have sent ahead of their frames: a few results
+/// read in one go, each with its memfd. More is an attack on the parent's
+/// descriptor table.
+const MAX_QUEUED_FDS: usize = 64;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum WorkerState {
@@ -52,6 +57,9 @@ struct Worker {
     number: u64,
     sock: UnixStream,
     decoder: FrameDecoder,
+    /// Descriptors that came with its bytes, for its shared-memory frames
+    /// in order (see `shm`).
+    fds: VecDeque<OwnedFd>,
     out: Outbox,
     slot: WorkerSlot,
     state: WorkerState,
@@ -70,6 +78,15 @@ struct Worker {
     violation: Option<String>,
     /// When the last byte came from it (a frame left unfinished is timed).
     last_byte_at: Instant,
+}
+
+/// The shared memory a worker's result frame announces, in `fd` (the
+/// descriptor that came with it), checked and mapped (see `shm`).
+fn map_shared(fd: OwnedFd, frame_payload: &[u8]) -> Result<ReceivedMap, String> {
+    let len = protocol::shared_len(frame_payload)
+        .ok_or_else(|| "a shared-memory frame without a valid length".to_string())?;
+    shm::map_received(fd, len, Sender::Worker)
+        .map_err(|why| format!("a shared-memory result in {why}"))
 }
 
 /// What one non-blocking read or write on a worker socket means.
@@ -396,7 +413,7 @@ impl EventLoop {
                         let completed = job.deliver(TaskOutcome {
                             index: task.index,
                             status: ResultStatus::PoolBroken,
-                            payload: why.clone().into_bytes(),
+                            payload: why.clone().into_bytes().into(),
                         });
                         notify |= job.wants_service(completed);
                     }
@@ -438,7 +455,7 @@ impl EventLoop {
         let completed = job.deliver(TaskOutcome {
             index: 0,
             status: ResultStatus::PoolBroken,
-            payload: why.as_bytes().to_vec(),
+            payload: why.as_bytes().to_vec().into(),
         });
         if job.wants_service(completed) {
             self.notify_service(job.id);
@@ -459,7 +476,22 @@ impl EventLoop {
     fn read_worker(&mut self, idx: usize) {
         loop {
             let w = &mut self.workers[idx];
-            let step = socket_step(w.decoder.read_from(&mut w.sock));
+            let mut reader = FdReader {
+                sock: &w.sock,
+                fds: &mut w.fds,
+            };
+            let step = match w.decoder.read_from(&mut reader) {
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    self.protocol_violation(idx, e.to_string());
+                    return;
+                }
+                other => socket_step(other),
+            };
+            if w.fds.len() > MAX_QUEUED_FDS {
+                let why = format!("{} descriptors without frames for them", w.fds.len());
+                self.protocol_violation(idx, why);
+                return;
+            }
             if matches!(step, Step::Again) {
                 w.last_byte_at = Instant::now();
             }
@@ -483,6 +515,25 @@ impl EventLoop {
                     self.protocol_violation(idx, format!("a corrupt frame ({e})"));
                     break;
                 }
+            };
+            // A shared-memory frame's descriptor is taken with it, whatever
+            // becomes of the frame.
+            let shared_fd = if frame.shared {
+                if frame.kind != Kind::Result {
+                    let why = format!("a {:?} frame in shared memory", frame.kind);
+                    self.protocol_violation(idx, why);
+                    break;
+                }
+                match self.workers[idx].fds.pop_front() {
+                    Some(fd) => Some(fd),
+                    None => {
+                        let why = "a shared-memory frame without its descriptor".to_string();
+                        self.protocol_violation(idx, why);
+                        break;
+                    }
+                }
+            } else {
+                None
             };
             match frame.kind {
                 Kind::Ready => {
@@ -529,10 +580,20 @@ impl EventLoop {
                             break;
                         }
                     };
+                    let payload = match shared_fd {
+                        Some(fd) => match map_shared(fd, &frame.payload) {
+                            Ok(map) => OutcomeBytes::Mapped(map),
+                            Err(why) => {
+                                self.protocol_violation(idx, why);
+                                break;
+                            }
+                        },
+                        None => OutcomeBytes::Heap(frame.payload),
+                    };
                     let outcome = TaskOutcome {
                         index: frame.index,
                         status,
-                        payload: frame.payload,
+                        payload,
                     };
                     let w = &mut self.workers[idx];
                     let d = self.scheduler.complete(&mut w.slot, outcome, frame.job);
@@ -555,6 +616,14 @@ impl EventLoop {
                     break;
                 }
             }
+        }
+        // A descriptor comes with its frame's first byte: one may wait for
+        // a frame not yet whole, no more.
+        let w = &self.workers[idx];
+        let waiting = if w.decoder.mid_frame() { 1 } else { 0 };
+        if !w.dead && w.fds.len() > waiting {
+            let why = format!("{} descriptors without frames for them", w.fds.len());
+            self.protocol_violation(idx, why);
         }
     }
 
