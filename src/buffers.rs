@@ -10,7 +10,7 @@ use crate::sync::lock;
 
 /// At most this many buffers are kept, holding at most `MAX_KEPT_BYTES`.
 const MAX_KEPT: usize = 8;
-const MAX_KEPT_BYTES: usize = 256 << 20;
+pub const MAX_KEPT_BYTES: usize = 256 << 20;
 
 /// The buffers kept for reuse; the process has one (`KEPT`).
 struct Kept(Mutex<Vec<Vec<u8>>>);
@@ -46,7 +46,7 @@ impl Kept {
     }
 
     fn give_back(&self, buf: Vec<u8>) {
-        keep_within_bounds(&mut lock(&self.0), buf, Vec::capacity);
+        keep_within_bounds(&mut lock(&self.0), buf, MAX_KEPT, Vec::capacity);
     }
 }
 
@@ -66,11 +66,16 @@ pub fn take_smallest_fitting<T>(
     best.map(|i| kept.swap_remove(i))
 }
 
-/// Keeps `buf` in `kept` if at most `MAX_KEPT` buffers of `MAX_KEPT_BYTES`
-/// in all are kept then; else drops it.
-pub fn keep_within_bounds<T>(kept: &mut Vec<T>, buf: T, capacity: impl Fn(&T) -> usize) {
+/// Keeps `buf` in `kept` if at most `most` buffers of `MAX_KEPT_BYTES` in
+/// all are kept then; else drops it.
+pub fn keep_within_bounds<T>(
+    kept: &mut Vec<T>,
+    buf: T,
+    most: usize,
+    capacity: impl Fn(&T) -> usize,
+) {
     let held: usize = kept.iter().map(&capacity).sum();
-    if kept.len() < MAX_KEPT && held + capacity(&buf) <= MAX_KEPT_BYTES {
+    if kept.len() < most && held + capacity(&buf) <= MAX_KEPT_BYTES {
         kept.push(buf);
     }
 }

@@ -18,7 +18,7 @@
 //! adaptive: a worker holds about `QUEUED_WORK` of tasks by the moving
 //! average of recent task times, and only one while tasks are long.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,8 +56,9 @@ struct JobEntry {
 #[derive(Default)]
 pub struct WorkerSlot {
     pub inflight: VecDeque<Task>,
-    /// Jobs whose function this worker has cached.
-    pub known_funcs: HashSet<JobId>,
+    /// Jobs whose function this worker has cached, with the size of its
+    /// pickle.
+    pub known_funcs: HashMap<JobId, usize>,
     /// Tasks handed to this worker over its life (for maxtasksperchild).
     pub taken: u64,
     pub task_limit: Option<u64>,
@@ -282,7 +283,10 @@ impl Scheduler {
             return;
         };
         if let Some(entry) = self.jobs.get(&task.job) {
-            if slot.known_funcs.insert(task.job) {
+            if let std::collections::hash_map::Entry::Vacant(known) =
+                slot.known_funcs.entry(task.job)
+            {
+                known.insert(entry.func.len());
                 out.push(Kind::Func, entry.mode as u8, task.job, 0, &entry.func);
             }
         }

@@ -33,6 +33,10 @@ use crate::sync::lock;
 /// Descriptors one read takes at most; a message carrying more is cut
 /// (the kernel closes the rest) and counts as a protocol violation.
 const FDS_PER_READ: usize = 4;
+/// Kept memfds of the parent: at most this many (and `buffers`' byte
+/// bound). Enough for the tasks a map keeps in flight with large arguments
+/// (4 per worker): fewer, and every map frees and makes memfds anew.
+const MAX_KEPT: usize = 16;
 /// Capacities are rounded up to this, so a kept memfd fits payloads of
 /// slightly different sizes.
 const CAPACITY_STEP: usize = 1 << 20;
@@ -378,7 +382,7 @@ impl Kept {
         if buf.pid != std::process::id() {
             return; // inherited from the parent: never handed out here
         }
-        keep_within_bounds(&mut self.mine().1, buf, SharedBuf::capacity);
+        keep_within_bounds(&mut self.mine().1, buf, MAX_KEPT, SharedBuf::capacity);
     }
 }
 

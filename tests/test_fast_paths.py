@@ -7,6 +7,9 @@
 - A module-level function's pickle is kept between calls, but it is checked
   as pickling checks it: a name that no longer leads to the function fails
   as it fails with the stdlib.
+- A worker is told to drop a finished job's function with its next frames
+  (no write of its own per job), or at once when the function's pickle is
+  large: a worker never holds on to the functions of finished jobs.
 """
 
 from __future__ import annotations
@@ -129,3 +132,19 @@ def test_a_function_whose_name_moved_fails_to_pickle_as_with_the_stdlib(monkeypa
         assert pool.apply(_helpers.square, (3,)) == -3  # the name's new function
         monkeypatch.setattr(_helpers, "square", original)
         assert pool.apply(original, (4,)) == 16
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_workers_let_go_of_finished_jobs_functions(method, tmp_path):
+    path = str(tmp_path / "dropped")
+    with ferropool.get_context(method).Pool(1) as pool:
+        # Small: forgotten with the frames of the job after next at the latest.
+        assert pool.apply(_helpers.DropReporter(path), (1,)) == 1
+        assert pool.apply(square, (3,)) == 9
+        assert pool.apply(_helpers.dropped, (path,)) == ["0"]
+        # Large (a 1 MiB pickle): forgotten as soon as its job is done.
+        big = _helpers.DropReporter(path, ballast=1 << 20)
+        assert pool.map(big, [1, 2, 3]) == [1, 2, 3]
+        del big
+        assert pool.apply(_helpers.dropped, (path,)) == ["0", str(1 << 20)]

@@ -70,6 +70,7 @@ impl EventLoop {
                         decoder: FrameDecoder::new(),
                         fds: std::collections::VecDeque::new(),
                         out,
+                        forgets: Vec::new(),
                         slot: WorkerSlot::new(self.config.tasks_per_worker),
                         state: WorkerState::Starting,
                         pid,

@@ -43,6 +43,10 @@ const FRAME_STALL: Duration = Duration::from_secs(5);
 /// read in one go, each with its memfd. More is an attack on the parent's
 /// descriptor table.
 const MAX_QUEUED_FDS: usize = 64;
+/// A finished job's cached function is forgotten with the worker's next
+/// frames, unless its pickle is this large or this many wait.
+const FORGET_NOW_ABOVE: usize = 64 * 1024;
+const MAX_PENDING_FORGETS: usize = 32;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum WorkerState {
@@ -61,6 +65,9 @@ struct Worker {
     /// in order (see `shm`).
     fds: VecDeque<OwnedFd>,
     out: Outbox,
+    /// Finished jobs whose small cached function it may drop: told with its
+    /// next frames (see `after_delivery`).
+    forgets: Vec<JobId>,
     slot: WorkerSlot,
     state: WorkerState,
     pid: Option<i32>,
@@ -151,6 +158,13 @@ impl EventLoop {
 impl Worker {
     fn has_output(&self) -> bool {
         !self.out.is_empty()
+    }
+
+    /// Queues the Forget frames held back (see `EventLoop::after_delivery`).
+    fn push_forgets(&mut self) {
+        for job in self.forgets.drain(..) {
+            self.out.push(Kind::Forget, 0, job, 0, b"");
+        }
     }
 
     fn describe(&self) -> String {
@@ -679,8 +693,17 @@ impl EventLoop {
         }
         if d.job_finished {
             for w in &mut self.workers {
-                if w.slot.known_funcs.remove(&job) {
-                    w.out.push(Kind::Forget, 0, job, 0, b"");
+                let Some(func_len) = w.slot.known_funcs.remove(&job) else {
+                    continue;
+                };
+                // A Forget of its own would be one more write, and one more
+                // wake-up of the worker, per job: a pool of one `apply` after
+                // another pays it on every round trip. A small function's goes
+                // with the worker's next frames; a large one (a closure that
+                // holds data) is let go now.
+                w.forgets.push(job);
+                if func_len >= FORGET_NOW_ABOVE || w.forgets.len() >= MAX_PENDING_FORGETS {
+                    w.push_forgets();
                 }
             }
         }
@@ -761,6 +784,7 @@ impl EventLoop {
         }
         for idx in 0..self.workers.len() {
             if self.workers[idx].has_output() {
+                self.workers[idx].push_forgets();
                 self.flush(idx);
             }
         }
