@@ -49,11 +49,20 @@ impl From<ProtocolError> for EngineError {
     }
 }
 
+pyo3::create_exception!(
+    _native,
+    EngineStopped,
+    pyo3::exceptions::PyValueError,
+    "The engine has stopped and takes no more work. A `Pool` shows it as \
+     ValueError(\"Pool not running\") (this class is one), an executor as its \
+     RuntimeError."
+);
+
 impl From<EngineError> for PyErr {
     fn from(e: EngineError) -> PyErr {
         match e {
             EngineError::Io(io) => PyOSError::new_err(io.to_string()),
-            EngineError::Stopped => pyo3::exceptions::PyValueError::new_err("Pool not running"),
+            EngineError::Stopped => EngineStopped::new_err("Pool not running"),
             EngineError::Protocol(_) => PyRuntimeError::new_err(e.to_string()),
             EngineError::Disconnected => pyo3::exceptions::PyEOFError::new_err(e.to_string()),
         }

@@ -119,6 +119,58 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_parent_death_signal, m)?)?;
     m.add_function(wrap_pyfunction!(pause_engines, m)?)?;
     m.add_class::<PausedEngines>()?;
+    m.add("EngineStopped", m.py().get_type::<errors::EngineStopped>())?;
+    add_constants(m)
+}
+
+/// The numbers Python shares with the engine, from here only: the version,
+/// the wire's header length, frame kinds and shared-memory bit, the outcome
+/// statuses, the call modes and where a spawned worker finds its descriptors.
+fn add_constants(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    use protocol::{CallMode, Kind, ResultStatus};
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("HEADER_LEN", protocol::HEADER_LEN)?;
+    m.add("SHARED_PAYLOAD", protocol::SHARED_PAYLOAD)?;
+    let kinds = [
+        ("KIND_FUNC", Kind::Func),
+        ("KIND_TASK", Kind::Task),
+        ("KIND_FORGET", Kind::Forget),
+        ("KIND_EXIT", Kind::Exit),
+        ("KIND_PREPARE", Kind::Prepare),
+        ("KIND_SETUP", Kind::Setup),
+        ("KIND_READY", Kind::Ready),
+        ("KIND_RESULT", Kind::Result),
+        ("KIND_RETIRING", Kind::Retiring),
+    ];
+    for (name, kind) in kinds {
+        m.add(name, kind as u8)?;
+    }
+    let statuses = [
+        ("OK", ResultStatus::Ok),
+        ("RAISED", ResultStatus::Raised),
+        ("RAISED_UNPICKLABLE", ResultStatus::RaisedUnpicklable),
+        ("ENCODING_ERROR", ResultStatus::EncodingError),
+        ("WORKER_LOST", ResultStatus::WorkerLost),
+        ("POOL_BROKEN", ResultStatus::PoolBroken),
+        ("TIMED_OUT", ResultStatus::TimedOut),
+        ("LOCAL_ERROR", ResultStatus::LocalError),
+        ("CANCELLED", ResultStatus::Cancelled),
+        ("OK_OUT_OF_BAND", ResultStatus::OkOutOfBand),
+    ];
+    for (name, status) in statuses {
+        m.add(name, status as u8)?;
+    }
+    for (name, mode) in [
+        ("APPLY", CallMode::Apply),
+        ("MAP", CallMode::Map),
+        ("STARMAP", CallMode::Starmap),
+    ] {
+        m.add(name, mode as u8)?;
+    }
+    m.add("SPAWN_SOCKET_FD", supervisor::SPAWN_SOCKET_FD)?;
+    m.add(
+        "SPAWN_FIRST_INHERITED_FD",
+        supervisor::SPAWN_FIRST_INHERITED_FD,
+    )?;
     Ok(())
 }

@@ -152,13 +152,18 @@ mod tests {
 
     #[test]
     fn spins_until_the_answer_or_the_limit() {
-        let b = SpinSwitch::new();
-        let mut looks = 0;
-        let found = b.spin(None, || {
-            looks += 1;
-            looks > 3
+        // A spin ends early if a yield lost the core for long (other tests
+        // run beside this one): it must find the answer in one of a few tries.
+        let found = (0..20).any(|_| {
+            let b = SpinSwitch::new();
+            let mut looks = 0;
+            b.spin(None, || {
+                looks += 1;
+                looks > 3
+            }) == Spun::Found
         });
-        assert_eq!(found, Spun::Found);
+        assert!(found, "the answer was never found within the spin");
+        let b = SpinSwitch::new();
         let t = Instant::now();
         assert_eq!(b.spin(None, || false), Spun::Sleep);
         assert!(t.elapsed() >= MAX_SPIN);

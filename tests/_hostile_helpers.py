@@ -12,19 +12,16 @@ import stat
 import struct
 import time
 
-READY = 10
+from ferropool import _native
+
+READY = _native.KIND_READY
+RESULT = _native.KIND_RESULT
+SHARED_PAYLOAD = _native.SHARED_PAYLOAD  # the kind byte's bit: the payload is in a memfd sent along
 HEADER = struct.Struct("<QBBQQ")
 LEN_FIELD = 8
 
-
-def _check_layout() -> None:
-    from ferropool import _native
-
-    if HEADER.size != _native.HEADER_LEN:
-        raise RuntimeError(f"the engine's header is {_native.HEADER_LEN} bytes, not {HEADER.size}")
-
-
-_check_layout()
+if HEADER.size != _native.HEADER_LEN:
+    raise RuntimeError(f"the engine's header is {_native.HEADER_LEN} bytes, not {HEADER.size}")
 PEERCRED = struct.Struct("3i")
 
 
@@ -77,9 +74,6 @@ def forge_ready_then_sleep(parent_pid: int, claimed_pid: int, seconds: float) ->
     return sent
 
 
-RESULT = 11
-
-
 def forge_result(parent_pid: int, job: int, index: int, status: int, value) -> int:
     """A well-formed Result frame for a task of the forger's choosing."""
     import pickle
@@ -124,8 +118,6 @@ def start_session() -> tuple:
     os.setsid()
     return os.getsid(0), os.getpid()
 
-
-SHARED_PAYLOAD = 0x80  # the kind byte's bit: the payload is in a memfd sent along
 
 
 def forge_shared_result(parent_pid: int, job: int, index: int, how: str) -> int:

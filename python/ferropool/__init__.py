@@ -79,7 +79,8 @@ _LAZY = {
     "WorkerLostError": "._errors",
 }
 
-__version__ = "0.1.0"
+# The version is the Rust crate's (Cargo.toml, which pyproject.toml reads too).
+_LAZY["__version__"] = "._native"
 
 __all__ = list(_mp.__all__) + [
     "BrokenProcessPool",

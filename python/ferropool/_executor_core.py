@@ -19,6 +19,7 @@ from concurrent.futures import Future
 
 from . import _launch
 from ._errors import BrokenProcessPool
+from ._native import APPLY, EngineStopped
 from ._outcomes import POOL_BROKEN, decode
 from ._pickling import dumps_call, dumps_function
 
@@ -27,7 +28,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Deque, Dict, List, Optional
 
-APPLY, STARMAP = 0, 2
 # Tasks handed to the engine per worker; the rest wait, cancellable, in Python.
 IN_FLIGHT_PER_WORKER = 2
 # Functions with a stream of their own at once; the least recently used
@@ -218,7 +218,7 @@ class ExecutorCore:
             stream.closed = True
             try:
                 self.engine.add_tasks(stream.job, stream.next_index, [], True)
-            except ValueError:
+            except EngineStopped:
                 pass  # the engine already stopped: the job was failed there
         if not stream.in_flight:
             self.by_job.pop(stream.job.id, None)
@@ -233,6 +233,10 @@ class ExecutorCore:
                 continue
             try:
                 stream = self._stream_for(item.fn)
+            except EngineStopped:
+                self._break(self.engine.broken() or "the pool's engine has stopped")
+                item.future.set_exception(BrokenProcessPool(self.broken))
+                continue
             except Exception as e:  # the function cannot be pickled
                 item.future.set_exception(e)
                 continue
@@ -240,7 +244,7 @@ class ExecutorCore:
             stream.next_index += 1
             try:
                 self.engine.add_tasks(stream.job, index, [item.payload], False)
-            except ValueError:
+            except EngineStopped:
                 # The engine has stopped (the pool broke meanwhile).
                 self._break(self.engine.broken() or "the pool's engine has stopped")
                 item.future.set_exception(BrokenProcessPool(self.broken))
@@ -359,7 +363,10 @@ class ExecutorCore:
                 # Lazy maps read no more input; with cancel_futures, chunks
                 # not yet sent to a worker are cancelled too.
                 if cancel_futures:
-                    self.engine.cancel_queued(job)
+                    try:
+                        self.engine.cancel_queued(job)
+                    except EngineStopped:
+                        pass  # nothing is queued in a stopped engine
                 else:
                     job.stop_feeding()
             self.dispatch()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 
+from ._native import EngineStopped
 from ._pickling import dumps_chunk
 
 # `typing` only for the type checker (start-up time of a short script).
@@ -179,7 +180,7 @@ def feed(
             if batch:
                 try:
                     engine.add_tasks(job, batch_start, batch, False)
-                except ValueError:
+                except EngineStopped:
                     return  # the pool stopped; the job was failed there
             if reader.exhausted:
                 return
@@ -190,7 +191,7 @@ def feed(
     finally:
         try:
             engine.add_tasks(job, reader.index, [], True)
-        except Exception:
+        except EngineStopped:
             pass  # the pool stopped: the job was already failed
 
 
@@ -221,7 +222,7 @@ def feed_all(
             if batch and (payload is None or full):
                 try:
                     engine.add_tasks(job, batch_start, batch, False)
-                except ValueError:
+                except EngineStopped:
                     return  # the pool stopped; these tasks were failed there
                 batch = []
                 batch_bytes = 0
@@ -229,5 +230,5 @@ def feed_all(
     finally:
         try:
             engine.add_tasks(job, batch_start, batch, True)
-        except ValueError:
+        except EngineStopped:
             pass  # the pool stopped: the job was failed there

@@ -3,19 +3,76 @@
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union, final
 
 __all__ = [
+    "APPLY",
+    "CANCELLED",
+    "ENCODING_ERROR",
     "Engine",
     "EnginePayload",
+    "EngineStopped",
     "HEADER_LEN",
     "Job",
+    "KIND_EXIT",
+    "KIND_FORGET",
+    "KIND_FUNC",
+    "KIND_PREPARE",
+    "KIND_READY",
+    "KIND_RESULT",
+    "KIND_RETIRING",
+    "KIND_SETUP",
+    "KIND_TASK",
+    "LOCAL_ERROR",
     "LargePayload",
+    "MAP",
+    "OK",
+    "OK_OUT_OF_BAND",
+    "POOL_BROKEN",
     "PausedEngines",
     "PayloadWriter",
+    "RAISED",
+    "RAISED_UNPICKLABLE",
+    "SHARED_PAYLOAD",
+    "SPAWN_FIRST_INHERITED_FD",
+    "SPAWN_SOCKET_FD",
+    "STARMAP",
+    "TIMED_OUT",
+    "WORKER_LOST",
     "WorkerChannel",
+    "__version__",
     "pause_engines",
     "set_parent_death_signal",
 ]
 
+__version__: str
 HEADER_LEN: int
+SHARED_PAYLOAD: int
+# Frame kinds, outcome statuses, call modes (src/protocol.rs).
+APPLY: int
+MAP: int
+STARMAP: int
+OK: int
+RAISED: int
+RAISED_UNPICKLABLE: int
+ENCODING_ERROR: int
+WORKER_LOST: int
+POOL_BROKEN: int
+TIMED_OUT: int
+LOCAL_ERROR: int
+CANCELLED: int
+OK_OUT_OF_BAND: int
+KIND_FUNC: int
+KIND_TASK: int
+KIND_FORGET: int
+KIND_EXIT: int
+KIND_PREPARE: int
+KIND_SETUP: int
+KIND_READY: int
+KIND_RESULT: int
+KIND_RETIRING: int
+SPAWN_SOCKET_FD: int
+SPAWN_FIRST_INHERITED_FD: int
+
+class EngineStopped(ValueError):
+    """The engine has stopped and takes no more work."""
 
 @final
 class LargePayload:

@@ -1,13 +1,13 @@
 """Turning a task's (status, payload) from the engine into a value or an
-exception. The statuses mirror ``protocol::ResultStatus`` in the Rust engine;
-this is the one place where they become Python exceptions."""
+exception. The statuses are ``protocol::ResultStatus`` of the Rust engine,
+exported by ``_native``; this is the one place where they become Python
+exceptions."""
 
 from __future__ import annotations
 
 import pickle
 
-from ._pickling import loads_out_of_band
-from ._status import (  # noqa: F401  (re-exported: the parent's code imports them from here)
+from ._native import (  # noqa: F401  (re-exported: the parent's code imports them from here)
     CANCELLED,
     ENCODING_ERROR,
     LOCAL_ERROR,
@@ -19,6 +19,7 @@ from ._status import (  # noqa: F401  (re-exported: the parent's code imports th
     TIMED_OUT,
     WORKER_LOST,
 )
+from ._pickling import loads_out_of_band
 
 # The exception classes are imported where an outcome needs one: `_errors`
 # brings in `concurrent.futures.process` and `multiprocessing.pool` brings in

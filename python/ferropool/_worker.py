@@ -24,17 +24,25 @@ from multiprocessing import context as mp_context
 from multiprocessing import process
 
 from . import _native, _pickling
-from ._status import ENCODING_ERROR, OK, OK_OUT_OF_BAND, RAISED, RAISED_UNPICKLABLE
+from ._native import (
+    APPLY,
+    ENCODING_ERROR,
+    KIND_PREPARE,
+    KIND_SETUP,
+    MAP,
+    OK,
+    OK_OUT_OF_BAND,
+    RAISED,
+    RAISED_UNPICKLABLE,
+    SPAWN_FIRST_INHERITED_FD,
+    SPAWN_SOCKET_FD,
+)
 
 # `typing` only for the type checker: workers import this module at start-up.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, NoReturn, Optional, Sequence
 
-APPLY, MAP, STARMAP = 0, 1, 2
-SPAWN_SOCKET_FD = 3
-SPAWN_FIRST_INHERITED_FD = 4
-KIND_PREPARE, KIND_SETUP = 5, 6
 ZYGOTE_RECORD = struct.Struct("<QQQ")
 
 # fds this process inherited for the pool's setup (see _launch.FdCollector).

@@ -40,8 +40,10 @@ from concurrent.futures import TimeoutError as FuturesTimeoutError
 from multiprocessing import TimeoutError as MPTimeoutError
 
 from . import _launch
-from ._executor_core import STARMAP, ExecutorCore
+from ._errors import BrokenProcessPool
+from ._executor_core import ExecutorCore
 from ._feeding import Window, feed, feed_all
+from ._native import STARMAP, EngineStopped
 from ._pickling import dumps_function
 from ._results import IMapIterator
 
@@ -158,7 +160,11 @@ class ProcessPoolExecutor(Executor):
             except Exception as e:
                 # As the stdlib: every chunk fails with it, at the first result.
                 return _raise_first(e)
-            job = engine.new_job(func, STARMAP, False)
+            try:
+                job = engine.new_job(func, STARMAP, False)
+            except EngineStopped:
+                why = engine.broken() or "the pool's engine has stopped"
+                raise BrokenProcessPool(why) from None
             core.map_jobs.add(job)
         items = zip(*iterables)
         window = None if buffersize is None else Window(buffersize)
@@ -277,5 +283,5 @@ def _results_in_order(
         if not finished:
             try:
                 engine.cancel_queued(job)
-            except ValueError:
+            except EngineStopped:
                 pass  # the engine has stopped: nothing is queued any more

@@ -20,6 +20,7 @@ import weakref
 
 from . import _launch, _results
 from ._feeding import Window, feed
+from ._native import APPLY, MAP, STARMAP, EngineStopped
 from ._pickling import dumps_call, dumps_chunk, dumps_function
 from ._results import ApplyResult, AsyncResult, IMapIterator, MapResult
 
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["Pool", "AsyncResult", "ApplyResult", "MapResult", "IMapIterator"]
 
 INIT, RUN, CLOSE, TERMINATE = "INIT", "RUN", "CLOSE", "TERMINATE"
-APPLY, MAP, STARMAP = 0, 1, 2
 # Chunks a lazy map keeps in flight per worker before reading more input
 # (the default of `buffersize`): at first, and at most once imap's consumer
 # has shown that results are small (see _feeding.Window).
@@ -308,7 +308,7 @@ class Pool:
             self._cache.pop(job.id, None)
             try:
                 self._engine.add_tasks(job, 0, [], True)
-            except ValueError:
+            except EngineStopped:
                 pass  # the pool stopped meanwhile: the job was failed there
             raise
         return result

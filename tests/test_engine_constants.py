@@ -1,0 +1,58 @@
+"""The numbers the engine and the Python side share have one source, the Rust
+engine (exported by `_native`), and a stopped engine says so with its own
+exception class, which each API shows as the stdlib would."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import ferropool
+import pytest
+from ferropool import _native
+
+
+def test_the_version_is_the_crates_and_the_packages():
+    assert ferropool.__version__ == _native.__version__
+    assert ferropool.__version__ == importlib.metadata.version("ferropool")
+
+
+def test_statuses_modes_and_kinds_are_distinct_and_complete():
+    statuses = [
+        _native.OK,
+        _native.RAISED,
+        _native.RAISED_UNPICKLABLE,
+        _native.ENCODING_ERROR,
+        _native.WORKER_LOST,
+        _native.POOL_BROKEN,
+        _native.TIMED_OUT,
+        _native.LOCAL_ERROR,
+        _native.CANCELLED,
+        _native.OK_OUT_OF_BAND,
+    ]
+    assert sorted(statuses) == list(range(len(statuses)))
+    assert [_native.APPLY, _native.MAP, _native.STARMAP] == [0, 1, 2]
+    kinds = [getattr(_native, n) for n in dir(_native) if n.startswith("KIND_")]
+    assert len(kinds) == len(set(kinds)) == 9
+    assert all(k & _native.SHARED_PAYLOAD == 0 for k in kinds)
+
+
+@pytest.mark.timeout(60)
+def test_a_stopped_engine_raises_its_own_class_and_the_pool_shows_the_stdlibs():
+    pool = ferropool.Pool(1)
+    engine = pool._engine
+    pool.terminate()
+    with pytest.raises(_native.EngineStopped, match="Pool not running"):
+        engine.new_job(b"", _native.APPLY, False)
+    assert issubclass(_native.EngineStopped, ValueError)
+    with pytest.raises(ValueError, match="Pool not running"):
+        pool.apply(abs, (1,))
+
+
+@pytest.mark.timeout(60)
+def test_an_executor_shows_a_stop_as_its_runtime_error():
+    ex = ferropool.ProcessPoolExecutor(1)
+    ex.shutdown()
+    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+        ex.submit(abs, 1)
+    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+        ex.map(abs, [1])
