@@ -1,6 +1,6 @@
 """Tasks that attack the parent from inside a worker, by writing frames of
 their own onto the worker's real socket (importable by spawn and forkserver
-workers by name). The wire format is the engine's (src/protocol.rs): a
+workers by name). The wire format is the engine's (src/engine/protocol.rs): a
 26-byte header `<u64 len><u8 kind><u8 flags><u64 job><u64 index>`, `len`
 counting everything after itself."""
 

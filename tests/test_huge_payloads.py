@@ -8,7 +8,7 @@ a wrapped length, a lost tail or a shifted stream without another copy of
 gigabytes. All are marked `bigmem` (up to 16 GiB, about 5 minutes here,
 mostly the kernel zeroing fresh pages): `make test-bigmem` runs them, and CI
 runs that after `make test` (whose time they would grow by a fifth; the
-64-bit header itself is tested in Rust, in src/protocol.rs)."""
+64-bit header itself is tested in Rust, in src/engine/protocol.rs)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Type stubs for ferropool's Rust extension (src/py_engine.rs, src/py_worker.rs)."""
+"""Type stubs for ferropool's Rust extension (src/python/)."""
 
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Union, final
 
@@ -45,7 +45,7 @@ __all__ = [
 __version__: str
 HEADER_LEN: int
 SHARED_PAYLOAD: int
-# Frame kinds, outcome statuses, call modes (src/protocol.rs).
+# Frame kinds, outcome statuses, call modes (src/engine/protocol.rs).
 APPLY: int
 MAP: int
 STARMAP: int

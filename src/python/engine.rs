@@ -12,16 +12,17 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::engine::{Command, Engine, EngineConfig, Phase, ServiceEvent};
-use crate::errors::EngineError;
-use crate::jobs::{Job, TaskOutcome};
-use crate::outbox::{Payload, PayloadBytes};
-use crate::protocol::{CallMode, ResultStatus};
-use crate::py_buffer::{LargePayload, LEND_ABOVE};
-use crate::py_payload::EnginePayload;
-use crate::scheduler::Task;
-use crate::supervisor::Launcher;
-use crate::wait::blocking_wait;
+use crate::engine::errors::EngineError;
+use crate::engine::handle::Engine;
+use crate::engine::jobs::{Job, TaskOutcome};
+use crate::engine::outbox::{Payload, PayloadBytes};
+use crate::engine::protocol::{CallMode, ResultStatus};
+use crate::engine::scheduler::Task;
+use crate::engine::shared::{Command, EngineConfig, Phase, ServiceEvent};
+use crate::engine::supervisor::Launcher;
+use crate::python::buffer::{LargePayload, LEND_ABOVE};
+use crate::python::payload::EnginePayload;
+use crate::python::wait::blocking_wait;
 
 /// A Python `bytes` the engine reads without the GIL.
 struct SharedBytes(PyBackedBytes);
@@ -315,7 +316,9 @@ impl PyEngine {
             match event {
                 ServiceEvent::JobComplete(id) => jobs.push(id),
                 // The GIL is held here, so pyo3-log can forward at once.
-                ServiceEvent::Log(level, message) => crate::log_to_python(py, level, &message),
+                ServiceEvent::Log(level, message) => {
+                    crate::python::log_to_python(py, level, &message)
+                }
                 ServiceEvent::ForkWorker(number, fd, engine_end) => {
                     forks.push((number, fd.into_raw_fd(), engine_end))
                 }

@@ -17,7 +17,7 @@ use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
-use crate::protocol::{self, Kind};
+use crate::engine::protocol::{self, Kind};
 
 /// A task payload's bytes, wherever they are kept.
 pub trait PayloadBytes: Send + Sync {
@@ -48,7 +48,7 @@ pub trait FrameSink: Write {
 impl FrameSink for UnixStream {
     fn write_with_fd(&mut self, bytes: &[u8], fd: BorrowedFd<'_>) -> io::Result<usize> {
         use std::os::fd::AsFd;
-        crate::shm::send_with_fd(self.as_fd(), bytes, fd)
+        crate::engine::shm::send_with_fd(self.as_fd(), bytes, fd)
     }
 }
 
@@ -198,7 +198,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::FrameDecoder;
+    use crate::engine::protocol::FrameDecoder;
 
     /// A writer that takes at most `limit` bytes per call.
     struct Trickle {

@@ -364,7 +364,7 @@ impl FrameDecoder {
         let body = self.start + HEADER_LEN;
         let have = (self.end - body).min(plen);
         // A recycled buffer when one is kept: its pages are in place already.
-        let mut data = crate::buffers::try_take(plen).ok_or(ProtocolError::TooLong(
+        let mut data = crate::engine::buffers::try_take(plen).ok_or(ProtocolError::TooLong(
             (HEADER_LEN - LEN_FIELD + plen) as u64,
         ))?;
         data[..have].copy_from_slice(&self.buf[body..body + have]);

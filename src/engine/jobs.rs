@@ -14,9 +14,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
-use crate::protocol::ResultStatus;
-use crate::shm::ReceivedMap;
-use crate::sync::Signal;
+use crate::engine::protocol::ResultStatus;
+use crate::engine::shm::ReceivedMap;
+use crate::engine::sync::Signal;
 
 pub type JobId = u64;
 

@@ -27,8 +27,8 @@ use std::os::unix::net::UnixStream;
 use std::ptr::NonNull;
 use std::sync::Mutex;
 
-use crate::buffers::{keep_within_bounds, take_smallest_fitting};
-use crate::sync::lock;
+use crate::engine::buffers::{keep_within_bounds, take_smallest_fitting};
+use crate::engine::sync::lock;
 
 /// Descriptors one read takes at most; a message carrying more is cut
 /// (the kernel closes the rest) and counts as a protocol violation.

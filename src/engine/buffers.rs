@@ -6,7 +6,7 @@
 
 use std::sync::Mutex;
 
-use crate::sync::lock;
+use crate::engine::sync::lock;
 
 /// At most this many buffers are kept, holding at most `MAX_KEPT_BYTES`.
 const MAX_KEPT: usize = 8;

@@ -14,15 +14,15 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::jobs::OutcomeBytes;
-use crate::sync::lock;
+use crate::engine::jobs::OutcomeBytes;
+use crate::engine::sync::lock;
 
 /// `PyBUF_READ` of the stable ABI's memoryview API.
 const PYBUF_READ: std::ffi::c_int = 0x100;
 
 /// Payloads at least this large are lent, not copied into a `bytes` (the
 /// frame decoder keeps exactly these in buffers of their own).
-pub const LEND_ABOVE: usize = crate::protocol::LARGE_FRAME;
+pub const LEND_ABOVE: usize = crate::engine::protocol::LARGE_FRAME;
 
 /// Calls `f(view)` with a read-only memoryview of `data`, then releases the
 /// view. Returns `f`'s result and whether the memory may be freed (false:
@@ -61,7 +61,7 @@ pub fn free_unless_lent(data: Vec<u8>, released: bool) -> Option<Vec<u8>> {
 /// for ever if a view of it could not be released.
 pub fn recycle_unless_lent(data: Vec<u8>, released: bool) {
     if let Some(data) = free_unless_lent(data, released) {
-        crate::buffers::give_back(data);
+        crate::engine::buffers::give_back(data);
     }
 }
 

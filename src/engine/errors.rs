@@ -1,4 +1,4 @@
-//! The engine's errors and their one conversion to Python exceptions.
+//! The engine's errors (`python::errors` turns them into Python exceptions).
 //!
 //! Failures of individual tasks are not errors here: they travel as
 //! `protocol::ResultStatus` values inside a job's outcomes and become
@@ -7,10 +7,7 @@
 use std::fmt;
 use std::io;
 
-use pyo3::exceptions::{PyOSError, PyRuntimeError};
-use pyo3::PyErr;
-
-use crate::protocol::ProtocolError;
+use crate::engine::protocol::ProtocolError;
 
 #[derive(Debug)]
 pub enum EngineError {
@@ -46,25 +43,5 @@ impl From<io::Error> for EngineError {
 impl From<ProtocolError> for EngineError {
     fn from(e: ProtocolError) -> Self {
         EngineError::Protocol(e)
-    }
-}
-
-pyo3::create_exception!(
-    _native,
-    EngineStopped,
-    pyo3::exceptions::PyValueError,
-    "The engine has stopped and takes no more work. A `Pool` shows it as \
-     ValueError(\"Pool not running\") (this class is one), an executor as its \
-     RuntimeError."
-);
-
-impl From<EngineError> for PyErr {
-    fn from(e: EngineError) -> PyErr {
-        match e {
-            EngineError::Io(io) => PyOSError::new_err(io.to_string()),
-            EngineError::Stopped => EngineStopped::new_err("Pool not running"),
-            EngineError::Protocol(_) => PyRuntimeError::new_err(e.to_string()),
-            EngineError::Disconnected => pyo3::exceptions::PyEOFError::new_err(e.to_string()),
-        }
     }
 }

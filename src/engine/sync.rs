@@ -2,7 +2,7 @@
 //!
 //! `Signal<T>` is a mutex-protected state plus a condition variable. Engine
 //! threads update the state and notify; Python-facing code waits on it through
-//! `wait::blocking_wait`, which releases the GIL. A poisoned lock (a panic
+//! `python::wait::blocking_wait`, which releases the GIL. A poisoned lock (a panic
 //! elsewhere while holding it) is recovered rather than unwrapped: the data it
 //! guards stays consistent because every critical section is a few plain
 //! assignments.
@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::spin::{SpinSwitch, Spun};
+use crate::engine::spin::{SpinSwitch, Spun};
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

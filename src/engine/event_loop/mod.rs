@@ -20,14 +20,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use crate::engine::{clear_wake, Command, EngineConfig, Phase, ServiceEvent, Shared};
-use crate::jobs::{Job, JobId, OutcomeBytes, TaskOutcome};
-use crate::outbox::Outbox;
-use crate::protocol::{self, FrameDecoder, Kind, ResultStatus};
-use crate::scheduler::{Delivered, Scheduler, Task, WorkerSlot};
-use crate::shm::{self, FdReader, ReceivedMap, Sender};
-use crate::spin::{SpinSwitch, Spun};
-use crate::supervisor::{signal_worker, ExitInfo, Launcher, OwnChild, ZygoteEvent};
+use crate::engine::jobs::{Job, JobId, OutcomeBytes, TaskOutcome};
+use crate::engine::outbox::Outbox;
+use crate::engine::protocol::{self, FrameDecoder, Kind, ResultStatus};
+use crate::engine::scheduler::{Delivered, Scheduler, Task, WorkerSlot};
+use crate::engine::shared::{clear_wake, Command, EngineConfig, Phase, ServiceEvent, Shared};
+use crate::engine::shm::{self, FdReader, ReceivedMap, Sender};
+use crate::engine::spin::{SpinSwitch, Spun};
+use crate::engine::supervisor::{signal_worker, ExitInfo, Launcher, OwnChild, ZygoteEvent};
 use std::os::fd::OwnedFd;
 
 mod lifecycle;
@@ -283,7 +283,7 @@ impl EventLoop {
         self.launcher = None; // closes the zygote's control socket: it exits
                               // Stop taking commands, then answer every one already sent (their
                               // tasks are refused): none may be left unread.
-        *crate::sync::lock(&self.shared.inbox_closed) = true;
+        *crate::engine::sync::lock(&self.shared.inbox_closed) = true;
         while let Ok(command) = self.commands.try_recv() {
             self.handle_command(command);
         }

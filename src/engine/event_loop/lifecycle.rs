@@ -14,12 +14,12 @@ use std::time::Instant;
 use nix::sys::signal::Signal;
 
 use super::{Dying, EventLoop, Worker, WorkerState, EXIT_STATUS_GRACE, TERMINATE_GRACE};
-use crate::engine::{Phase, ServiceEvent};
-use crate::jobs::TaskOutcome;
-use crate::outbox::Outbox;
-use crate::protocol::{FrameDecoder, Kind, ResultStatus};
-use crate::scheduler::{Scheduler, Task, WorkerSlot};
-use crate::supervisor::{signal_worker, ExitInfo, OwnChild};
+use crate::engine::jobs::TaskOutcome;
+use crate::engine::outbox::Outbox;
+use crate::engine::protocol::{FrameDecoder, Kind, ResultStatus};
+use crate::engine::scheduler::{Scheduler, Task, WorkerSlot};
+use crate::engine::shared::{Phase, ServiceEvent};
+use crate::engine::supervisor::{signal_worker, ExitInfo, OwnChild};
 
 impl EventLoop {
     pub(super) fn live_worker_target(&self) -> usize {

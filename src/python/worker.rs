@@ -16,11 +16,11 @@ use std::os::unix::net::UnixStream;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::errors::EngineError;
-use crate::protocol::{self, FrameDecoder, FrameHeader, Kind, ProtocolError, LARGE_FRAME};
-use crate::py_buffer::{recycle_unless_lent, with_lent_view, LEND_ABOVE};
-use crate::shm::{self, FdReader, ReceivedMap, Sender};
-use crate::spin::SpinSwitch;
+use crate::engine::errors::EngineError;
+use crate::engine::protocol::{self, FrameDecoder, FrameHeader, Kind, ProtocolError, LARGE_FRAME};
+use crate::engine::shm::{self, FdReader, ReceivedMap, Sender};
+use crate::engine::spin::SpinSwitch;
+use crate::python::buffer::{recycle_unless_lent, with_lent_view, LEND_ABOVE};
 
 #[pyclass(module = "ferropool._native", name = "WorkerChannel")]
 pub struct WorkerChannel {
@@ -161,7 +161,7 @@ fn shared_payload(
 }
 
 /// A frame's payload in the worker: small ones are copied into `bytes`,
-/// large ones are lent to the call that unpickles them (see `py_buffer`).
+/// large ones are lent to the call that unpickles them (see `buffer`).
 enum FramePayload<'py> {
     Bytes(Bound<'py, PyBytes>),
     Large(Vec<u8>),

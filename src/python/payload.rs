@@ -22,10 +22,10 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PySlice};
 
-use crate::buffers;
-use crate::outbox::{Payload, PayloadBytes};
-use crate::protocol::LARGE_FRAME;
-use crate::shm::{self, SharedBuf};
+use crate::engine::buffers;
+use crate::engine::outbox::{Payload, PayloadBytes};
+use crate::engine::protocol::LARGE_FRAME;
+use crate::engine::shm::{self, SharedBuf};
 
 /// `PyBUF_WRITE` of the stable ABI's memoryview API.
 const PYBUF_WRITE: std::ffi::c_int = 0x200;

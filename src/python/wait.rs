@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
-use crate::spin::SpinSwitch;
-use crate::sync::Signal;
+use crate::engine::spin::SpinSwitch;
+use crate::engine::sync::Signal;
 
 const SLICE: Duration = Duration::from_millis(20);
 /// A wait first spins (GIL released, yielding the CPU between looks) before

@@ -22,9 +22,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::jobs::{Job, JobId, TaskOutcome};
-use crate::outbox::{Outbox, Payload};
-use crate::protocol::{CallMode, Kind, ResultStatus};
+use crate::engine::jobs::{Job, JobId, TaskOutcome};
+use crate::engine::outbox::{Outbox, Payload};
+use crate::engine::protocol::{CallMode, Kind, ResultStatus};
 
 pub struct Task {
     pub job: JobId,
@@ -386,7 +386,7 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::FrameDecoder;
+    use crate::engine::protocol::FrameDecoder;
 
     fn frames(out: &[u8]) -> Vec<(Kind, u64, u64)> {
         let mut dec = FrameDecoder::new();
