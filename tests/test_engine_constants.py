@@ -1,6 +1,7 @@
 """The numbers the engine and the Python side share have one source, the Rust
-engine (exported by `_native`), and a stopped engine says so with its own
-exception class, which each API shows as the stdlib would."""
+engine (exported by `_native`); an engine is configured by one object whose
+defaults live in Python (`_launch.EngineSpec`); and a stopped engine says so
+with its own exception class, which each API shows as the stdlib would."""
 
 from __future__ import annotations
 
@@ -56,3 +57,16 @@ def test_an_executor_shows_a_stop_as_its_runtime_error():
         ex.submit(abs, 1)
     with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
         ex.map(abs, [1])
+
+
+def test_the_engine_takes_one_spec_object_with_the_defaults_in_python():
+    from ferropool._launch import EngineSpec
+
+    with pytest.raises(TypeError, match="no setting 'procesess'"):
+        EngineSpec(1, procesess=2)
+    with pytest.raises(ValueError, match="exactly one of spawn_argv, zygote_fd and fork_workers"):
+        _native.Engine(EngineSpec(1, fork_workers=True, zygote_fd=0))
+    with pytest.raises(ValueError, match="at least 1"):
+        _native.Engine(EngineSpec(0, fork_workers=True))
+    with pytest.raises(ValueError, match="task_timeout must be a positive number"):
+        _native.Engine(EngineSpec(1, fork_workers=True, task_timeout=-1.0))

@@ -252,6 +252,35 @@ def _interpreter_argv(code: str) -> List[str]:
     return [os.fsdecode(spawn.get_executable()), *flags, "-c", code]
 
 
+class EngineSpec:
+    """How to start one pool's engine, read by the engine's constructor
+    (src/python/engine.rs): the workers, how they are started (exactly one of
+    `spawn_argv`, `zygote_fd` and `fork_workers`) and the limits. Defaults
+    here, and only here."""
+
+    def __init__(self, processes: int, **given: Any) -> None:
+        self.processes = processes
+        self.spawn_argv: Optional[List[str]] = None
+        self.inherited_fds: List[int] = []
+        self.zygote_fd: Optional[int] = None
+        self.fork_workers = False
+        self.first_worker_fds: List[int] = []
+        self.first_worker_pids: List[int] = []
+        self.prepare: Optional[bytes] = None
+        self.setup: Optional[bytes] = None
+        self.tasks_per_worker: Optional[int] = None
+        self.prefetch = 64  # most tasks one worker holds, running and queued
+        self.first_worker_number = 1
+        self.boot_failure_limit = 3
+        self.task_timeout: Optional[float] = None
+        self.crash_limit = 10
+        self.crash_window = 10.0
+        for name, value in given.items():
+            if not hasattr(self, name):
+                raise TypeError(f"EngineSpec has no setting {name!r}")
+            setattr(self, name, value)
+
+
 def start_engine(
     method: str,
     processes: int,
@@ -296,12 +325,14 @@ def _start_spawn(processes: int, setup: WorkerSetup, common: dict) -> Started:
     prepare = fds.dumps(spawn.get_preparation_data(setup.name_prefix))
     argv = _interpreter_argv("from ferropool._worker import spawn_main; spawn_main()")
     engine = _native.Engine(
-        processes,
-        spawn_argv=argv,
-        inherited_fds=fds.fds,
-        prepare=prepare,
-        setup=pickle.dumps((len(fds.fds), setup_bytes)),
-        **common,
+        EngineSpec(
+            processes,
+            spawn_argv=argv,
+            inherited_fds=fds.fds,
+            prepare=prepare,
+            setup=pickle.dumps((len(fds.fds), setup_bytes)),
+            **common,
+        )
     )
     return Started(engine, lambda: None)
 
@@ -319,7 +350,7 @@ def _start_forkserver(processes: int, setup: WorkerSetup, common: dict) -> Start
         FdCollector().dumps(prepare), FdCollector().dumps(pool_prepare), setup_bytes, fds.fds
     )
     with ours:
-        engine = _native.Engine(processes, zygote_fd=ours.fileno(), **common)
+        engine = _native.Engine(EngineSpec(processes, zygote_fd=ours.fileno(), **common))
     # The zygote is the fork server's child (the server reaps it); the pool
     # only waits for it to be gone.
     return Started(engine, _forkserver.exit_waiter(pid))
@@ -452,11 +483,13 @@ def _start_fork(processes: int, setup: WorkerSetup, common: dict) -> Started:
     try:
         pids = forker.fork_first(pairs, common["first_worker_number"])
         forker.engine = _native.Engine(
-            processes,
-            fork_workers=True,
-            first_worker_fds=[engine_end.fileno() for engine_end, _ in pairs],
-            first_worker_pids=pids,
-            **common,
+            EngineSpec(
+                processes,
+                fork_workers=True,
+                first_worker_fds=[engine_end.fileno() for engine_end, _ in pairs],
+                first_worker_pids=pids,
+                **common,
+            )
         )
     finally:
         # The engine holds its own copies; closed ends stop the workers if

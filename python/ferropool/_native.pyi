@@ -1,6 +1,6 @@
 """Type stubs for ferropool's Rust extension (src/python/)."""
 
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union, final
+from typing import Any, Callable, List, Optional, Tuple, Union, final
 
 __all__ = [
     "APPLY",
@@ -98,26 +98,7 @@ _Outcome = Tuple[int, int, Union[bytes, LargePayload]]
 
 @final
 class Engine:
-    def __new__(
-        cls,
-        processes: int,
-        *,
-        spawn_argv: Optional[Sequence[str]] = None,
-        inherited_fds: Sequence[int] = ...,
-        zygote_fd: Optional[int] = None,
-        fork_workers: bool = False,
-        first_worker_fds: Sequence[int] = ...,
-        first_worker_pids: Sequence[int] = ...,
-        prepare: Optional[bytes] = None,
-        setup: Optional[bytes] = None,
-        tasks_per_worker: Optional[int] = None,
-        prefetch: int = 64,
-        first_worker_number: int = 1,
-        boot_failure_limit: int = 3,
-        task_timeout: Optional[float] = None,
-        crash_limit: int = 10,
-        crash_window: float = 10.0,
-    ) -> Engine: ...
+    def __new__(cls, spec: Any) -> Engine: ...
     def notify_service(self, job: Job) -> None: ...
     def new_job(
         self,

@@ -33,6 +33,30 @@ impl PayloadBytes for SharedBytes {
     }
 }
 
+/// How to start one pool's engine, read from the attributes of the Python
+/// object `_launch.EngineSpec` (which holds the defaults): the workers, how
+/// they are started (exactly one of `spawn_argv`, `zygote_fd` and
+/// `fork_workers`), and the limits.
+#[derive(FromPyObject)]
+struct EngineSpec {
+    processes: usize,
+    spawn_argv: Option<Vec<OsString>>,
+    inherited_fds: Vec<RawFd>,
+    zygote_fd: Option<RawFd>,
+    fork_workers: bool,
+    first_worker_fds: Vec<RawFd>,
+    first_worker_pids: Vec<i32>,
+    prepare: Option<Vec<u8>>,
+    setup: Option<Vec<u8>>,
+    tasks_per_worker: Option<u64>,
+    prefetch: usize,
+    first_worker_number: u64,
+    boot_failure_limit: u32,
+    task_timeout: Option<f64>,
+    crash_limit: u32,
+    crash_window: f64,
+}
+
 #[pyclass(module = "ferropool._native", name = "Engine", frozen)]
 pub struct PyEngine {
     engine: Engine,
@@ -66,32 +90,28 @@ impl PyEngine {
     /// first ones already, given by `first_worker_fds`/`_pids`, later ones
     /// when `service_next` asks) is given. Fds passed in are duplicated; the
     /// caller keeps its own.
+    /// Starts an engine as `spec` says: an `EngineSpec` of `_launch` (or
+    /// any object with its attributes).
     #[new]
-    #[pyo3(signature = (processes, *, spawn_argv=None, inherited_fds=Vec::new(), zygote_fd=None,
-                        fork_workers=false, first_worker_fds=Vec::new(),
-                        first_worker_pids=Vec::new(),
-                        prepare=None, setup=None, tasks_per_worker=None, prefetch=64,
-                        first_worker_number=1, boot_failure_limit=3, task_timeout=None,
-                        crash_limit=10, crash_window=10.0))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        processes: usize,
-        spawn_argv: Option<Vec<OsString>>,
-        inherited_fds: Vec<RawFd>,
-        zygote_fd: Option<RawFd>,
-        fork_workers: bool,
-        first_worker_fds: Vec<RawFd>,
-        first_worker_pids: Vec<i32>,
-        prepare: Option<Vec<u8>>,
-        setup: Option<Vec<u8>>,
-        tasks_per_worker: Option<u64>,
-        prefetch: usize,
-        first_worker_number: u64,
-        boot_failure_limit: u32,
-        task_timeout: Option<f64>,
-        crash_limit: u32,
-        crash_window: f64,
-    ) -> PyResult<Self> {
+    fn new(spec: EngineSpec) -> PyResult<Self> {
+        let EngineSpec {
+            processes,
+            spawn_argv,
+            inherited_fds,
+            zygote_fd,
+            fork_workers,
+            first_worker_fds,
+            first_worker_pids,
+            prepare,
+            setup,
+            tasks_per_worker,
+            prefetch,
+            first_worker_number,
+            boot_failure_limit,
+            task_timeout,
+            crash_limit,
+            crash_window,
+        } = spec;
         if processes == 0 {
             return Err(PyValueError::new_err(
                 "Number of processes must be at least 1",
