@@ -438,8 +438,11 @@ impl Read for FdReader<'_> {
         let space =
             unsafe { libc::CMSG_SPACE((FDS_PER_READ * std::mem::size_of::<RawFd>()) as u32) }
                 as usize;
-        // u64s: the control buffer must be aligned for cmsghdr.
-        let mut control = vec![0u64; space.div_ceil(8)];
+        // On the stack (every read of every socket comes here), in u64s: the
+        // control buffer must be aligned for cmsghdr. 16 words hold the
+        // header and FDS_PER_READ descriptors with room to spare.
+        let mut control = [0u64; 16];
+        let space = space.min(std::mem::size_of_val(&control));
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
