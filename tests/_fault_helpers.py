@@ -567,13 +567,12 @@ class ProcessTracker:
 def _forget(runner):
     """Drops a pool that could not be stopped from ferropool's registry of
     live pools, so that the interpreter's exit does not hang on it too."""
-    import ferropool.executor
-    import ferropool.pool
+    from ferropool._lifecycle import executors_at_exit, pools_at_exit
 
-    ferropool.pool._live_pools.discard(runner)
+    pools_at_exit.discard(runner)
     core = getattr(runner, "_core", None)
     if core is not None:
-        ferropool.executor._live_cores.discard(core)
+        executors_at_exit.discard(core)
 
 
 def stop_guarded(runner, timeout=10.0):

@@ -177,13 +177,13 @@ def test_interrupted_constructor_leaves_nothing(method, kind, monkeypatch):
     real = _launch.start_engine
 
     def interrupted(*args, **kwargs):
-        started = real(*args, **kwargs)
+        running = real(*args, **kwargs)
 
         def wait_first():
             raise KeyboardInterrupt
 
-        started.wait_first = wait_first
-        return started
+        running.wait_first = wait_first
+        return running
 
     monkeypatch.setattr(_launch, "start_engine", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -203,15 +203,15 @@ def test_dropped_engine_handle_stops_its_workers(method):
 
     _warm_up(method)
     before = _process_state()
-    started = _launch.start_engine(method, 2, None, (), None)
-    started.wait_first()
+    running = _launch.start_engine(method, 2, None, (), None)
+    running.wait_first()
     deadline = time.monotonic() + 30
-    while len(started.engine.status()[2]) < 2 and time.monotonic() < deadline:
+    while len(running.engine.status()[2]) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
-    pids = started.engine.status()[2]
+    pids = running.engine.status()[2]
     assert len(pids) == 2
-    reap = started.reap
-    del started
+    reap = running.reap
+    del running
     gc.collect()
     reap()
     _assert_back_to(before)

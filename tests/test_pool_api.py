@@ -481,3 +481,10 @@ def test_a_worker_imports_only_what_it_needs():
         "logging",
     ):
         assert heavy not in loaded, heavy
+
+
+def test_a_sized_map_of_many_range_chunks_goes_on_in_a_feeder(fpool):
+    """Past 16,384 chunks a sized map's feeding is handed to a feeder
+    thread; a range's chunks still travel as ranges and come back whole."""
+    n = 16 * 20_000
+    assert fpool.map(abs, range(-n, 0), chunksize=16) == list(range(n, 0, -1))

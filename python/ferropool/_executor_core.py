@@ -17,16 +17,18 @@ import time
 import weakref
 from concurrent.futures import Future
 
-from . import _launch
+from ._decoding import POOL_BROKEN, decode
 from ._errors import BrokenProcessPool
+from ._lifecycle import Ownership, executors_at_exit
 from ._native import APPLY, EngineStopped
-from ._outcomes import POOL_BROKEN, decode
 from ._pickling import dumps_call, dumps_function
 
 # `typing` only for the type checker (start-up time of a short script).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Deque, Dict, List, Optional
+
+    from ._lifecycle import Running
 
 # Tasks handed to the engine per worker; the rest wait, cancellable, in Python.
 IN_FLIGHT_PER_WORKER = 2
@@ -130,10 +132,9 @@ class ExecutorCore:
     method may be called from any thread; the lock is re-entrant because a
     future's done-callbacks run where it is settled, and may submit."""
 
-    def __init__(self, engine: Any, max_workers: int, reap_helpers: Callable[[], None]) -> None:
-        self.engine = engine
-        self.reap_helpers = reap_helpers
-        self.service: Optional[threading.Thread] = None
+    def __init__(self, running: Running, max_workers: int) -> None:
+        self.running = running
+        self.engine = running.engine
         self.lock = threading.RLock()
         self.pending: Deque[_WorkItem] = collections.deque()
         self.in_flight = 0
@@ -153,11 +154,11 @@ class ExecutorCore:
         self.shutdown = False
         self.engine_closed = False
         self.broken: Optional[str] = None
-        self.owner = _launch.Ownership()
+        self.owner = Ownership()
 
     # ----- submitting ----------------------------------------------------
 
-    def check_open(self, interpreter_exiting: bool) -> None:
+    def check_open(self) -> None:
         if self.owner.foreign():
             raise self.owner.refuse("executor")
         if self.broken is None:
@@ -167,14 +168,14 @@ class ExecutorCore:
         if self.broken is not None:
             raise BrokenProcessPool(self.broken)
         # The exit hook shuts executors down too: say why.
-        if interpreter_exiting:
+        if executors_at_exit.exiting:
             raise RuntimeError(INTERPRETER_SHUTDOWN_MESSAGE)
         if self.shutdown:
             raise RuntimeError(SHUTDOWN_MESSAGE)
 
-    def submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict, exiting: bool) -> Future:
+    def submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
         with self.lock:
-            self.check_open(exiting)
+            self.check_open()
             future = EngineFuture()
             try:
                 item = _WorkItem(future, fn, dumps_call(args, kwargs))
@@ -375,11 +376,12 @@ class ExecutorCore:
         """Waits until the engine has ended, its service thread included."""
         if self.owner.foreign():
             return
-        self.engine.wait_finished()
-        service = self.service
-        if service is not None and service is not threading.current_thread():
-            service.join()
-        self.reap_helpers()
+        self.running.wait_stopped()
+        executors_at_exit.discard(self)
+
+    # At interpreter exit (see _lifecycle.ExitRegistry): the work given runs.
+    _stop_at_exit = begin_shutdown
+    _wait_at_exit = wait_stopped
 
     def map_input_cut(self, fail: Callable[[BaseException], None]) -> None:
         """A lazy map's feeder stopped before the end of its input: after a

@@ -4,9 +4,11 @@
                  │ input raised / chunk unpicklable
                  └──▶ local_errors[index] + Job.add_local_error(index)
 
-`feed` is lazy: it keeps at most `Window.limit` chunks in the job's
-read-ahead window (a chunk's place is freed when its consumer takes it, see
-`Job.release`). `feed_all` reads everything at once, as the stdlib does.
+A `Reader` reads and pickles the chunks. `feed` is lazy: it keeps at most
+`Window.limit` chunks in the job's read-ahead window (a chunk's place is
+freed when its consumer takes it, see `Job.release`). `feed_all` reads
+everything at once, as the stdlib does, and may hand the rest of a large
+input over to a `feed`.
 
 As in the stdlib, a chunk that cannot be pickled fails at its own position
 and the rest go on; an exception from the input fails the next position and
@@ -17,6 +19,7 @@ ends the input. Such failures never reach a worker: the exception stays in
 from __future__ import annotations
 
 import itertools
+import threading
 
 from ._native import EngineStopped
 from ._pickling import dumps_chunk
@@ -24,7 +27,10 @@ from ._pickling import dumps_chunk
 # `typing` only for the type checker (start-up time of a short script).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+    from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
+
+    # What a lazy map's feeder calls when the input was cut short (see feed).
+    OnStopped = Optional[Callable[[Callable[[BaseException], None]], None]]
 
 # feed_all hands chunks over in batches: the first of this many, then twice
 # as many each time (the workers start while the rest is read), up to
@@ -82,30 +88,50 @@ class Window:
             self._consumed = 0
 
 
-class _Reader:
-    """Reads and pickles chunks; remembers failures at their position."""
+class Reader:
+    """Reads a map's input chunk by chunk and pickles each chunk. A failure
+    (the input raised, a chunk cannot be pickled) is recorded at its
+    position (see the module's docstring), or, `strict`, raised: a sized
+    ``Pool.map`` fails at the call, as its caller reads the whole input.
+
+    A sized input's `length` ends the reading there; `as_range` (a range
+    being mapped) is cut into ranges instead of lists (a few bytes each, and
+    the function gets the same ints). The reader is handed on from one way
+    of feeding to the other: `index` and `first_item` say where it is."""
 
     def __init__(
         self,
         job: Any,
-        items: Iterator[Any],
+        iterable: Iterable[Any],
         local_errors: Dict[int, BaseException],
-        first_chunk: int = 0,
-        first_item: int = 0,
+        *,
+        length: Optional[int] = None,
+        as_range: Optional[range] = None,
+        strict: bool = False,
     ) -> None:
         self.job = job
-        self.items = items
+        self.items = iter(iterable)
         self.local_errors = local_errors
-        self.index = first_chunk
-        self.first_item = first_item
+        self.length = length
+        self.as_range = as_range
+        self.strict = strict
+        # Reading it cannot block: handed over a window's worth at a time.
+        self.in_memory = type(iterable) in (list, tuple, range)
+        self.index = 0  # the next chunk's
+        self.first_item = 0  # the next chunk's first item's
         self.exhausted = False
 
     def next_payload(self, size: int) -> Optional[bytes]:
         """The next chunk, pickled; None when it failed (recorded) or the
         input has ended (`exhausted`)."""
         try:
-            chunk = list(itertools.islice(self.items, size))
+            if self.as_range is not None:
+                chunk: Any = self.as_range[self.first_item : self.first_item + size]
+            else:
+                chunk = list(itertools.islice(self.items, size))
         except Exception as e:
+            if self.strict:
+                raise
             self.fail(e)
             self.exhausted = True
             return None
@@ -115,11 +141,15 @@ class _Reader:
         try:
             payload = dumps_chunk(chunk, self.first_item)
         except Exception as e:
+            if self.strict:
+                raise
             self.fail(e)
             payload = None
         else:
             self.index += 1
         self.first_item += len(chunk)
+        if self.length is not None and self.first_item >= self.length:
+            self.exhausted = True
         return payload
 
     def fail(self, error: BaseException) -> None:
@@ -131,30 +161,21 @@ class _Reader:
 def feed(
     engine: Any,
     job: Any,
-    items: Iterator[Any],
+    reader: Reader,
     sizes: Iterator[int],
-    window: Union[int, Window],
-    local_errors: Dict[int, BaseException],
-    on_stopped: Optional[Callable[[Callable[[BaseException], None]], None]] = None,
-    first_chunk: int = 0,
-    first_item: int = 0,
-    in_memory: bool = False,
+    window: Window,
+    on_stopped: OnStopped = None,
 ) -> None:
     """Reads a lazy map's input (chunk sizes from `sizes`): at most
-    `window` chunks in flight (a number, or a `Window` read before each
-    wait, shrunk here once a chunk pickles to a megabyte or more). When the job
-    stops taking input before the input has ended (the pool stopped, the
-    consumer gave up), `on_stopped` may record an error at the next position
-    (it gets the function that records it). The input's first chunk is chunk
-    `first_chunk` (item `first_item`) of the job: the ones before it were
-    sent already.
+    `window.limit` chunks in flight (read before each wait, shrunk here once
+    a chunk pickles to a megabyte or more). When the job stops taking input
+    before the input has ended (the pool stopped, the consumer gave up),
+    `on_stopped` may record an error at the next position (it gets the
+    function that records it).
 
-    Input `in_memory` (a list, a range: reading it cannot block) is handed
+    Input in memory (a list, a range: see `Reader.in_memory`) is handed
     over a window's worth at a time; any other input chunk by chunk, so that
     a slow generator never holds back what it has already given."""
-    reader = _Reader(job, items, local_errors, first_chunk, first_item)
-    if not isinstance(window, Window):
-        window = Window(window)
 
     def wait_room() -> int:
         # 0 once the job takes no more input (terminate, broken pool,
@@ -175,7 +196,7 @@ def feed(
                 # Large chunks: fewer in flight (memory, recycled buffers).
                 if len(payload) >= LARGE_PAYLOAD and window.saw_large_payload():
                     room = 0  # ask again, against the smaller window
-                if not in_memory:
+                if not reader.in_memory:
                     break
             if batch:
                 try:
@@ -195,19 +216,44 @@ def feed(
             pass  # the pool stopped: the job was already failed
 
 
+def start_feeder(
+    engine: Any,
+    job: Any,
+    reader: Reader,
+    sizes: Iterator[int],
+    window: Window,
+    on_stopped: OnStopped = None,
+) -> threading.Thread:
+    """`feed` in a thread of its own (the caller goes on)."""
+    feeder = threading.Thread(
+        target=feed,
+        args=(engine, job, reader, sizes, window, on_stopped),
+        name="ferropool-feeder",
+        daemon=True,
+    )
+    feeder.start()
+    return feeder
+
+
 def feed_all(
     engine: Any,
     job: Any,
-    items: Iterator[Any],
+    reader: Reader,
     chunksize: int,
-    local_errors: Dict[int, BaseException],
-) -> None:
-    """Reads the whole input now, handing chunks over in growing batches."""
-    reader = _Reader(job, items, local_errors)
+    first_batch: int = FIRST_BATCH,
+    hand_over: Optional[Callable[[int, int], bool]] = None,
+) -> bool:
+    """Reads the input now, handing chunks to the engine in growing batches
+    (the workers start on the first ones while the rest is read), and closes
+    the job. After each batch, `hand_over(chunks sent, bytes sent)` may say
+    to stop here: then the job is left open and False returned, for a
+    `feed` to go on from where `reader` is."""
     batch: List[bytes] = []
-    batch_start = 0
+    batch_start = reader.index
     batch_bytes = 0
-    batch_size = FIRST_BATCH
+    batch_size = first_batch
+    sent = sent_bytes = 0
+    handed_over = False
     try:
         while not reader.exhausted:
             start = reader.index
@@ -217,18 +263,29 @@ def feed_all(
                     batch_start = start
                 batch.append(payload)
                 batch_bytes += len(payload)
-            # A failure in between breaks the run of indices: send what came before.
+            # A failure in between breaks the run of indices: send what came
+            # before. The last batch goes with the close, below.
             full = len(batch) >= batch_size or batch_bytes >= BATCH_BYTES
-            if batch and (payload is None or full):
+            if batch and (payload is None or full) and not reader.exhausted:
                 try:
                     engine.add_tasks(job, batch_start, batch, False)
                 except EngineStopped:
-                    return  # the pool stopped; these tasks were failed there
+                    return True  # the pool stopped; these tasks were failed there
+                sent += len(batch)
+                sent_bytes += batch_bytes
                 batch = []
                 batch_bytes = 0
                 batch_size = min(batch_size * 2, MAX_BATCH)
+                if hand_over is not None and hand_over(sent, sent_bytes):
+                    handed_over = True
+                    return False
+        return True
+    except BaseException:
+        batch = []  # a call that failed (strict reader) sends nothing more
+        raise
     finally:
-        try:
-            engine.add_tasks(job, batch_start, batch, True)
-        except EngineStopped:
-            pass  # the pool stopped: the job was failed there
+        if not handed_over:
+            try:
+                engine.add_tasks(job, batch_start, batch, True)
+            except EngineStopped:
+                pass  # the pool stopped: the job was failed there

@@ -30,6 +30,7 @@ from multiprocessing import process
 from multiprocessing.reduction import ForkingPickler
 
 from . import _native
+from ._lifecycle import Running
 from ._worker import InheritedFd, WorkerSetup, flush_std_streams, forked_worker_main
 
 # Imported where needed, not here: a short `fork` script would pay for
@@ -37,41 +38,7 @@ from ._worker import InheritedFd, WorkerSetup, flush_std_streams, forked_worker_
 # (the stdlib's own fork pool imports none of them either).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterator, List, Optional, Tuple
-
-# Bumped in the child of every fork: a pool or executor made before it
-# belongs to the parent (its engine thread and service thread do not exist in
-# the child), so the child neither uses nor waits for it.
-_fork_generation = 0
-
-
-def _forked() -> None:
-    global _fork_generation
-    _fork_generation += 1
-
-
-os.register_at_fork(after_in_child=_forked)
-
-
-class Ownership:
-    """Which process a pool or executor belongs to."""
-
-    __slots__ = ("generation", "pid")
-
-    def __init__(self) -> None:
-        self.generation = _fork_generation
-        self.pid = os.getpid()
-
-    def foreign(self) -> bool:
-        """This process is a fork of the owner (or of a fork of it)."""
-        return self.generation != _fork_generation
-
-    def refuse(self, what: str) -> RuntimeError:
-        return RuntimeError(
-            f"this {what} belongs to process {self.pid}; a process forked from it cannot "
-            f"use it (make a new one in the child)"
-        )
-
+    from typing import Any, Callable, List, Optional, Tuple
 
 # A crash loop: this many unexpected worker deaths (per worker of the pool,
 # at least CRASH_LIMIT_MIN) within CRASH_WINDOW seconds break the pool.
@@ -117,123 +84,6 @@ class FdCollector:
             return bytes(ForkingPickler.dumps(obj))
         finally:
             mp_context.set_spawning_popen(None)
-
-
-def _nothing() -> None:
-    pass
-
-
-class Started:
-    """A running engine and what its owner (a Pool or an executor) needs
-    to serve it; also what stops it when the owner cannot be made."""
-
-    def __init__(
-        self,
-        engine: Any,
-        reap: Callable[[], None],
-        fork_worker: Optional[Callable[[int, int, List[int]], None]] = None,
-        wait_first: Callable[[], None] = _nothing,
-    ) -> None:
-        self.engine = engine
-        # Waits for helper processes (the forkserver zygote) after the engine finished.
-        self.reap = reap
-        # `fork`: forks a worker the engine asks for (number, socket fd, fds the
-        # new process closes); called through `fork_asked` by the service thread.
-        self.fork_worker = fork_worker
-        # Blocks until the pool's first workers exist (see _Forker.wait_first).
-        self.wait_first = wait_first
-        self.service: Optional[threading.Thread] = None
-
-    def start_service(self, serve: Callable[..., None], state: Any, name: str) -> threading.Thread:
-        """Starts the owner's service thread: `serve(job_ids, state)` gets
-        the ids of the jobs the engine has news for, as they come; the
-        thread also forks the workers a `fork` engine asks for, and reaps
-        helper processes once the engine has ended (nobody may join it: an
-        owner dropped without closing). `state` must not be the owner."""
-        self.service = threading.Thread(
-            target=_service_main,
-            args=(self.engine, self.fork_worker, self.reap, serve, state),
-            name=name,
-            daemon=True,
-        )
-        self.service.start()
-        return self.service
-
-    def serve(self, serve: Callable[..., None], state: Any, name: str) -> threading.Thread:
-        """`start_service`, then waits for the first workers; if either fails
-        or is interrupted (Ctrl-C), everything started is stopped (see
-        `stop_now`) before the error goes on."""
-        try:
-            thread = self.start_service(serve, state, name)
-            self.wait_first()
-        except BaseException:
-            self.stop_now()
-            raise
-        return thread
-
-    def stop_now(self) -> None:
-        """The owner could not be made (its constructor failed or was
-        interrupted, Ctrl-C included): stop the engine and everything it
-        started, so no thread or worker outlives the attempt."""
-        self.engine.terminate(True)
-        self.engine.wait_finished()
-        if self.service is not None and self.service.ident is not None:
-            self.service.join()
-        self.reap()
-
-
-# Marks the service threads (see in_service_thread).
-_this_thread = threading.local()
-
-
-def in_service_thread() -> bool:
-    """Whether the calling thread is a pool's or executor's service thread."""
-    return getattr(_this_thread, "is_service", False)
-
-
-def _service_main(
-    engine: Any,
-    fork_worker: Optional[Callable[[int, int, List[int]], None]],
-    reap: Callable[[], None],
-    serve: Callable[..., None],
-    state: Any,
-) -> None:
-    _this_thread.is_service = True
-    serve(_job_news(engine, fork_worker), state)
-    reap()
-
-
-def _job_news(
-    engine: Any, fork_worker: Optional[Callable[[int, int, List[int]], None]]
-) -> Iterator[int]:
-    """The ids of jobs with news from the engine, until it has ended; the
-    engine's log lines are forwarded and its fork requests served on the way."""
-    while True:
-        events = engine.service_next()
-        if events is None:
-            return
-        jobs, forks = events
-        fork_asked(fork_worker, forks)
-        yield from dict.fromkeys(jobs)
-
-
-def check_limits(task_timeout: Any, max_memory_per_child: Any) -> None:
-    """Validates ferropool's own keyword arguments, naming the bad one."""
-    if task_timeout is not None:
-        if isinstance(task_timeout, bool) or not isinstance(task_timeout, (int, float)):
-            raise TypeError(
-                f"task_timeout must be a number of seconds or None, not {task_timeout!r}"
-            )
-        if not task_timeout > 0:
-            raise ValueError(f"task_timeout must be positive, not {task_timeout!r}")
-    limit = max_memory_per_child
-    if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int):
-            raise TypeError(
-                f"max_memory_per_child must be a number of bytes or None, not {limit!r}"
-            )
-        if limit <= 0:
-            raise ValueError(f"max_memory_per_child must be positive, not {limit!r}")
 
 
 def reserve_worker_numbers(count: int) -> int:
@@ -291,7 +141,7 @@ def start_engine(
     task_timeout: Optional[float] = None,
     max_memory: Optional[int] = None,
     executor: bool = False,
-) -> Started:
+) -> Running:
     setup = WorkerSetup(
         initializer=initializer,
         initargs=tuple(initargs),
@@ -317,7 +167,7 @@ def start_engine(
     return _start_fork(processes, setup, common)
 
 
-def _start_spawn(processes: int, setup: WorkerSetup, common: dict) -> Started:
+def _start_spawn(processes: int, setup: WorkerSetup, common: dict) -> Running:
     from multiprocessing import spawn
 
     fds = FdCollector()
@@ -334,10 +184,10 @@ def _start_spawn(processes: int, setup: WorkerSetup, common: dict) -> Started:
             **common,
         )
     )
-    return Started(engine, lambda: None)
+    return Running(engine, _nothing, _refuse_forks)
 
 
-def _start_forkserver(processes: int, setup: WorkerSetup, common: dict) -> Started:
+def _start_forkserver(processes: int, setup: WorkerSetup, common: dict) -> Running:
     from multiprocessing import spawn
 
     from . import _forkserver
@@ -353,7 +203,7 @@ def _start_forkserver(processes: int, setup: WorkerSetup, common: dict) -> Start
         engine = _native.Engine(EngineSpec(processes, zygote_fd=ours.fileno(), **common))
     # The zygote is the fork server's child (the server reaps it); the pool
     # only waits for it to be gone.
-    return Started(engine, _forkserver.exit_waiter(pid))
+    return Running(engine, _forkserver.exit_waiter(pid), _refuse_forks)
 
 
 class _Forker:
@@ -400,9 +250,20 @@ class _Forker:
             paused.resume()
         return pids
 
-    def fork_asked(self, number: int, sock_fd: int, not_ours: List[int]) -> None:
-        """Forks worker `number` on `sock_fd` for the engine (service thread);
-        the new process closes the fds in `not_ours` (see `fork_asked`)."""
+    def serve_forks(self, forks: List[Tuple[int, int, int]]) -> None:
+        """Service thread: forks the workers the engine asked for, given as
+        (number, socket fd, fd of the engine's end). Each new process closes
+        the engine's end of its socket and every socket of the requests
+        still waiting: a process holding a copy of a worker's socket would
+        keep it from ever looking closed."""
+        engine_ends = [e for _, _, e in forks]
+        for i, (number, fd, _) in enumerate(forks):
+            later = [f for _, f, _ in forks[i + 1 :]]
+            self._fork_asked(number, fd, engine_ends + later)
+
+    def _fork_asked(self, number: int, sock_fd: int, not_ours: List[int]) -> None:
+        """Forks worker `number` on `sock_fd`; the new process closes the
+        fds in `not_ours`."""
         pid: Optional[int] = None
         parent = os.getpid()
         phase, broken, _ = self.engine.status()
@@ -448,22 +309,15 @@ class _Forker:
         self._first_forked.wait()
 
 
-def fork_asked(
-    fork_worker: Optional[Callable[[int, int, List[int]], None]],
-    forks: List[Tuple[int, int, int]],
-) -> None:
-    """Service threads: forks the workers the engine asked for, given as
-    (number, socket fd, fd of the engine's end). Each new process closes the
-    engine's end of its socket and every socket of the requests still
-    waiting: a process holding a copy of a worker's socket would keep it
-    from ever looking closed."""
-    engine_ends = [e for _, _, e in forks]
-    for i, (number, fd, _) in enumerate(forks):
-        if fork_worker is None:
-            os.close(fd)  # only `fork` engines ask; the engine sees a dead worker
-            continue
-        later = [f for _, f, _ in forks[i + 1 :]]
-        fork_worker(number, fd, engine_ends + later)
+def _nothing() -> None:
+    pass
+
+
+def _refuse_forks(forks: List[Tuple[int, int, int]]) -> None:
+    """Only `fork` engines ask for forks: closing the socket makes the
+    engine see a worker that died before it was ready."""
+    for _, fd, _ in forks:
+        os.close(fd)
 
 
 def _worker_socketpair() -> tuple[socket.socket, socket.socket]:
@@ -476,7 +330,7 @@ def _worker_socketpair() -> tuple[socket.socket, socket.socket]:
     return pair
 
 
-def _start_fork(processes: int, setup: WorkerSetup, common: dict) -> Started:
+def _start_fork(processes: int, setup: WorkerSetup, common: dict) -> Running:
     by_caller = threading.current_thread() is threading.main_thread()
     forker = _Forker(setup, first_from_service=0 if by_caller else processes)
     pairs = [_worker_socketpair() for _ in range(processes)] if by_caller else []
@@ -497,6 +351,4 @@ def _start_fork(processes: int, setup: WorkerSetup, common: dict) -> Started:
         for engine_end, worker_end in pairs:
             engine_end.close()
             worker_end.close()
-    return Started(
-        forker.engine, lambda: None, fork_worker=forker.fork_asked, wait_first=forker.wait_first
-    )
+    return Running(forker.engine, _nothing, forker.serve_forks, forker.wait_first)

@@ -113,7 +113,7 @@ def _describe(exc: BaseException) -> str:
 
 
 # Where a task failed, sent with its exception: the parent wraps the first
-# two in a TaskTransferError (see _outcomes.decode).
+# two in a TaskTransferError (see _decoding.decode).
 IN_CALL, IN_ARGUMENTS, IN_FUNCTION = 0, 1, 2
 
 

@@ -30,8 +30,6 @@ supported Python.
 from __future__ import annotations
 
 import itertools
-import logging
-import os
 import threading
 import time
 import weakref
@@ -39,13 +37,14 @@ from concurrent.futures import Executor, Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from multiprocessing import TimeoutError as MPTimeoutError
 
-from . import _launch
+from . import _arguments, _launch
 from ._errors import BrokenProcessPool
 from ._executor_core import ExecutorCore
-from ._feeding import Window, feed, feed_all
+from ._feeding import Reader, Window, feed_all, start_feeder
+from ._lifecycle import executors_at_exit
 from ._native import STARMAP, EngineStopped
 from ._pickling import dumps_function
-from ._results import IMapIterator
+from ._pool_results import IMapIterator
 
 # `typing` only for the type checker (start-up time of a short script).
 TYPE_CHECKING = False
@@ -53,12 +52,6 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Iterator, Optional
 
 __all__ = ["ProcessPoolExecutor"]
-
-# Cores of executors whose engines may still run (an executor nobody holds
-# any more included): finished at interpreter exit.
-_live_cores: weakref.WeakSet[ExecutorCore] = weakref.WeakSet()
-# Set at interpreter exit, before atexit hooks run: submit() refuses work then.
-_interpreter_exiting = False
 
 
 class ProcessPoolExecutor(Executor):
@@ -79,21 +72,12 @@ class ProcessPoolExecutor(Executor):
         max_memory_per_child: Optional[int] = None,
     ) -> None:
         self._core: Optional[ExecutorCore] = None
-        if max_workers is None:
-            max_workers = os.cpu_count() or 1
-        elif max_workers <= 0:
-            raise ValueError("max_workers must be greater than 0")
-        if initializer is not None and not callable(initializer):
-            raise TypeError("initializer must be a callable")
-        if max_tasks_per_child is not None:
-            if not isinstance(max_tasks_per_child, int):
-                raise TypeError("max_tasks_per_child must be an integer")
-            elif max_tasks_per_child <= 0:
-                raise ValueError("max_tasks_per_child must be >= 1")
-        _launch.check_limits(task_timeout, max_memory_per_child)
+        max_workers = _arguments.executor_arguments(
+            max_workers, initializer, max_tasks_per_child, task_timeout, max_memory_per_child
+        )
         self._max_workers = max_workers
         self._mp_context = mp_context
-        started = _launch.start_engine(
+        running = _launch.start_engine(
             _launch.start_method_of(mp_context),
             max_workers,
             initializer,
@@ -104,10 +88,11 @@ class ProcessPoolExecutor(Executor):
             max_memory=max_memory_per_child,
             executor=True,
         )
-        core = ExecutorCore(started.engine, max_workers, started.reap)
-        core.service = started.serve(_serve_outcomes, core, "ferropool-executor-service")
+        core = ExecutorCore(running, max_workers)
+        # Ctrl-C while the first workers start, say: nothing outlives it.
+        running.serve(core.outcomes_arrived, "ferropool-executor-service")
         self._core = core
-        _live_cores.add(core)
+        executors_at_exit.add(core)
         # Dropped without shutdown(): as the stdlib's at garbage collection,
         # the work already submitted runs, then the workers stop.
         finalizer = weakref.finalize(self, core.begin_shutdown)
@@ -121,9 +106,8 @@ class ProcessPoolExecutor(Executor):
     # ----- submitting ----------------------------------------------------
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        if not callable(fn):
-            raise TypeError(f"'{type(fn).__name__}' object is not callable")
-        return self._core.submit(fn, args, kwargs, _interpreter_exiting)  # type: ignore[union-attr]
+        _arguments.check_callable(fn)
+        return self._core.submit(fn, args, kwargs)  # type: ignore[union-attr]
 
     def map(
         self,
@@ -143,18 +127,13 @@ class ProcessPoolExecutor(Executor):
         once, not per chunk, and no future is made per chunk); chunks not yet
         sent to a worker are cancelled when the caller stops reading the
         results, or at ``shutdown(cancel_futures=True)``."""
-        if chunksize < 1:
-            raise ValueError("chunksize must be >= 1.")
-        if buffersize is not None:
-            if isinstance(buffersize, bool) or not isinstance(buffersize, int):
-                raise TypeError("buffersize must be an integer or None")
-            if buffersize < 1:
-                raise ValueError("buffersize must be None or > 0")
+        _arguments.check_executor_chunksize(chunksize)
+        _arguments.check_buffersize(buffersize)
         end_time = None if timeout is None else timeout + time.monotonic()
         core: ExecutorCore = self._core  # type: ignore[assignment]
         engine = core.engine
         with core.lock:
-            core.check_open(_interpreter_exiting)
+            core.check_open()
             try:
                 func = dumps_function(fn)
             except Exception as e:
@@ -166,19 +145,14 @@ class ProcessPoolExecutor(Executor):
                 why = engine.broken() or "the pool's engine has stopped"
                 raise BrokenProcessPool(why) from None
             core.map_jobs.add(job)
-        items = zip(*iterables)
         window = None if buffersize is None else Window(buffersize)
         results = IMapIterator(None, job, ordered=True, chunked=True, window=window)
+        reader = Reader(job, zip(*iterables), results._local_errors)
         if window is None:
-            feed_all(engine, job, items, chunksize, results._local_errors)
+            feed_all(engine, job, reader, chunksize)
         else:
-            threading.Thread(
-                target=feed,
-                args=(engine, job, items, itertools.repeat(chunksize), window),
-                kwargs=dict(local_errors=results._local_errors, on_stopped=core.map_input_cut),
-                name="ferropool-feeder",
-                daemon=True,
-            ).start()
+            sizes = itertools.repeat(chunksize)
+            start_feeder(engine, job, reader, sizes, window, on_stopped=core.map_input_cut)
         return _results_in_order(engine, job, results, end_time)
 
     # ----- stopping ------------------------------------------------------
@@ -190,7 +164,6 @@ class ProcessPoolExecutor(Executor):
         core.begin_shutdown(cancel_futures)
         if wait:
             core.wait_stopped()
-            _live_cores.discard(core)
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
@@ -215,45 +188,17 @@ class ProcessPoolExecutor(Executor):
         self._core.engine.terminate(kill)
 
 
-def _python_exit() -> None:
-    """At interpreter exit, as the stdlib: no new work is accepted, and
-    executors nobody shut down (or that were collected with work pending)
-    finish the work they were given."""
-    global _interpreter_exiting
-    _interpreter_exiting = True
-    cores = list(_live_cores)
-    for core in cores:
-        try:
-            core.begin_shutdown()
-        except Exception:
-            pass
-    for core in cores:
-        try:
-            core.wait_stopped()
-        except Exception:
-            pass
-
-
 try:
-    # Runs before atexit hooks (as the stdlib executor's own exit hook), so
-    # a hook that submits sees the interpreter shutting down.
-    threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
+    # At interpreter exit, as the stdlib: no new work is accepted, and
+    # executors nobody shut down (or that were collected with work pending)
+    # finish the work they were given. Runs before atexit hooks (as the
+    # stdlib executor's own exit hook), so a hook that submits sees the
+    # interpreter shutting down.
+    threading._register_atexit(executors_at_exit.stop_all)  # type: ignore[attr-defined]
 except (AttributeError, RuntimeError):  # imported while the interpreter exits
     import atexit
 
-    atexit.register(_python_exit)
-
-
-def _serve_outcomes(job_ids: Iterator[int], core: ExecutorCore) -> None:
-    """The executor's service thread (see `Started.start_service`): settles
-    futures as outcomes arrive. It holds the core, never the executor."""
-    for job_id in job_ids:
-        try:
-            core.outcomes_arrived(job_id)
-        except BaseException:
-            # This thread also forks the workers and settles every other
-            # future: it must go on.
-            logging.getLogger("ferropool").exception("ferropool: settling futures failed")
+    atexit.register(executors_at_exit.stop_all)
 
 
 def _raise_first(error: BaseException) -> Iterator[Any]:

@@ -13,21 +13,21 @@ from __future__ import annotations
 
 import atexit
 import itertools
-import os
 import threading
 import warnings
 import weakref
 
-from . import _launch, _results
-from ._feeding import Window, feed
-from ._native import APPLY, MAP, STARMAP, EngineStopped
-from ._pickling import dumps_call, dumps_chunk, dumps_function
-from ._results import ApplyResult, AsyncResult, IMapIterator, MapResult
+from . import _arguments, _launch
+from ._feeding import Reader, Window, feed_all, start_feeder
+from ._lifecycle import Ownership, pools_at_exit
+from ._native import APPLY, MAP, STARMAP
+from ._pickling import dumps_call, dumps_function
+from ._pool_results import ApplyResult, AsyncResult, IMapIterator, MapResult
 
 # `typing` only for the type checker (start-up time of a short script).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Union
+    from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 __all__ = ["Pool", "AsyncResult", "ApplyResult", "MapResult", "IMapIterator"]
 
@@ -39,12 +39,9 @@ CHUNKS_IN_FLIGHT_PER_WORKER = 32
 MOST_CHUNKS_IN_FLIGHT_PER_WORKER = 256
 # Lazy map_async over input without a length: chunks grow 1, 2, 4, ... to this.
 LAZY_MAP_MAX_CHUNK = 256
-# A sized map hands its pickled chunks to the engine in batches: the first of
-# this many per worker, then twice as many each time, up to MAX_BATCH.
+# A sized map hands its pickled chunks to the engine in batches, the first
+# of this many per worker (see _feeding.feed_all).
 FIRST_BATCH_PER_WORKER = 2
-MAX_BATCH = 1024
-# ... or as soon as the batch holds this many bytes (large chunks go at once).
-BATCH_BYTES = 64 * 1024
 # A sized map whose pickled input passes this many bytes hands the rest to a
 # feeder thread that keeps LARGE_WINDOW_PER_WORKER chunks per worker in flight.
 LARGE_INPUT_BYTES = 32 << 20
@@ -58,13 +55,6 @@ MANY_CHUNKS = 16384
 CALLBACK_MAP_BATCH = 4096
 # map() over a range sends chunks of at least this many items as ranges.
 RANGE_CHUNKS_FROM = 16
-
-_live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
-
-
-def _check_callable(func: Any) -> None:
-    if not callable(func):
-        raise TypeError(f"'{type(func).__name__}' object is not callable")
 
 
 class Pool:
@@ -87,22 +77,15 @@ class Pool:
         max_memory_per_child: Optional[int] = None,
     ) -> None:
         self._state = INIT
-        self._owner = _launch.Ownership()
+        self._owner = Ownership()
         self._ctx = context
         method = _launch.start_method_of(context)
-        if processes is None:
-            processes = os.cpu_count() or 1
-        if processes < 1:
-            raise ValueError("Number of processes must be at least 1")
-        if maxtasksperchild is not None:
-            if not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0:
-                raise ValueError("maxtasksperchild must be a positive int or None")
-        if initializer is not None and not callable(initializer):
-            raise TypeError("initializer must be a callable")
-        _launch.check_limits(task_timeout, max_memory_per_child)
+        processes = _arguments.pool_arguments(
+            processes, initializer, maxtasksperchild, task_timeout, max_memory_per_child
+        )
         self._processes = processes
         self._start_method = method
-        started = _launch.start_engine(
+        self._running = _launch.start_engine(
             method,
             processes,
             initializer,
@@ -111,17 +94,16 @@ class Pool:
             task_timeout=task_timeout,
             max_memory=max_memory_per_child,
         )
-        self._engine = started.engine
-        self._reap_helpers = started.reap
+        self._engine = self._running.engine
         self._cache: Dict[int, Any] = {}
         self._feeders: List[threading.Thread] = []
         # imap iterators still reading input: their read-ahead bound is lifted
         # at close(), since join() must not wait for someone to consume.
         self._iterators: weakref.WeakSet[IMapIterator] = weakref.WeakSet()
         # Ctrl-C while the first workers start, say: nothing outlives it.
-        self._service = started.serve(_run_callbacks, self._cache, "ferropool-service")
+        self._running.serve(_callback_runner(self._cache), "ferropool-service")
         self._state = RUN
-        _live_pools.add(self)
+        pools_at_exit.add(self)
 
     # ----- lifecycle -----------------------------------------------------
 
@@ -166,9 +148,23 @@ class Pool:
         (In a forked child, a pool of the parent's is left to the parent.)"""
         if self._state == INIT or self._owner.foreign():
             return
+        self._begin_terminate()
+        self._wait_stopped()
+
+    def _begin_terminate(self) -> None:
+        """Stops the workers without waiting for them."""
+        if self._state == INIT or self._owner.foreign():
+            return
         self._state = TERMINATE
         self._engine.terminate()
-        self._wait_stopped()
+
+    def _wait_at_exit(self) -> None:
+        if self._state != INIT and not self._owner.foreign():
+            self._wait_stopped()
+
+    # At interpreter exit every pool is told to stop first, then each is
+    # waited for (see _lifecycle.ExitRegistry).
+    _stop_at_exit = _begin_terminate
 
     def join(self) -> None:
         """Waits for the workers to exit (after ``close`` or ``terminate``)."""
@@ -180,15 +176,12 @@ class Pool:
             self._wait_stopped()
 
     def _wait_stopped(self) -> None:
-        self._engine.wait_finished()
-        if threading.current_thread() is not self._service:
-            self._service.join()
+        self._running.wait_stopped()
         # Feeder threads are not joined: one may be inside a slow input
         # generator; once the engine has ended, each stops at its next step
         # (its job is closed) without reading further.
         self._feeders = [t for t in self._feeders if t.is_alive()]
-        self._reap_helpers()
-        _live_pools.discard(self)
+        pools_at_exit.discard(self)
 
     # ----- submitting ----------------------------------------------------
 
@@ -201,6 +194,7 @@ class Pool:
     def _window(self, buffersize: Optional[int]) -> Window:
         """How many chunks a lazy map keeps in flight: `buffersize`, or an
         adaptive default."""
+        _arguments.check_buffersize(buffersize)
         if buffersize is None:
             n = self._processes
             return Window(
@@ -208,10 +202,6 @@ class Pool:
                 most=n * MOST_CHUNKS_IN_FLIGHT_PER_WORKER,
                 large=n * LARGE_WINDOW_PER_WORKER,
             )
-        if isinstance(buffersize, bool) or not isinstance(buffersize, int):
-            raise TypeError("buffersize must be an integer or None")
-        if buffersize < 1:
-            raise ValueError("buffersize must be None or > 0")
         return Window(buffersize)
 
     def apply(
@@ -229,7 +219,7 @@ class Pool:
         error_callback: Optional[Callable[[BaseException], Any]] = None,
     ) -> ApplyResult:
         self._check_running()
-        _check_callable(func)
+        _arguments.check_callable(func)
         payload = dumps_call(tuple(args), dict(kwds or {}))
         job = self._new_job(func, APPLY, callback is not None or error_callback is not None)
         result = ApplyResult(self, job, callback, error_callback)
@@ -276,9 +266,8 @@ class Pool:
         buffersize: Optional[int] = None,
     ) -> MapResult:
         self._check_running()
-        _check_callable(func)
-        if chunksize is not None and chunksize < 1:
-            raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+        _arguments.check_callable(func)
+        _arguments.check_pool_chunksize(chunksize)
         window = self._window(buffersize)
         if not hasattr(iterable, "__len__"):
             # Read lazily; chunk sizes grow while the length is unknown.
@@ -300,28 +289,19 @@ class Pool:
         as_range = iterable if mode == MAP and type(iterable) is range else None
         if chunksize < RANGE_CHUNKS_FROM:
             as_range = None  # a one-int list pickles smaller than a range
+        reader = Reader(
+            job, iterable, result._local_errors, length=length, as_range=as_range, strict=True
+        )
         try:
-            self._submit_chunks(job, iter(iterable), length, chunksize, result, as_range)
+            self._submit_chunks(job, reader, chunksize)
         except BaseException:
             # A chunk could not be pickled: the call fails now; chunks already
             # sent run, and nobody hears of them (no callback either).
             self._cache.pop(job.id, None)
-            try:
-                self._engine.add_tasks(job, 0, [], True)
-            except EngineStopped:
-                pass  # the pool stopped meanwhile: the job was failed there
             raise
         return result
 
-    def _submit_chunks(
-        self,
-        job: Any,
-        items: Iterator[Any],
-        length: int,
-        chunksize: int,
-        result: MapResult,
-        as_range: Optional[range] = None,
-    ) -> None:
+    def _submit_chunks(self, job: Any, reader: Reader, chunksize: int) -> None:
         """Pickles a sized input chunk by chunk and hands the chunks to the
         engine in growing batches, so the workers start on the first chunks
         while the rest are still being pickled. Once LARGE_INPUT_BYTES of
@@ -329,36 +309,19 @@ class Pool:
         over the rest, a window of chunks at a time (as imap's): large inputs
         are not all copied up front (their buffers are reused as results come
         in), and millions of tiny tasks are not all queued at once."""
-        batch_size = FIRST_BATCH_PER_WORKER * self._processes
-        payloads: List[Any] = []
-        batch_bytes = queued_bytes = 0
-        sent = 0
-        for start in range(0, length, chunksize):
-            if as_range is not None:
-                chunk: Any = as_range[start : start + chunksize]
-            else:
-                chunk = list(itertools.islice(items, chunksize))
-            payloads.append(dumps_chunk(chunk, start))
-            batch_bytes += len(payloads[-1])
-            queued_bytes += len(payloads[-1])
-            full = len(payloads) >= batch_size or batch_bytes >= BATCH_BYTES
-            if full and start + chunksize < length:
-                self._engine.add_tasks(job, sent, payloads, False)
-                sent += len(payloads)
-                payloads = []
-                batch_bytes = 0
-                batch_size = min(batch_size * 2, MAX_BATCH)
-                if queued_bytes >= LARGE_INPUT_BYTES or sent >= MANY_CHUNKS:
-                    job.release_on_arrival()  # map_async keeps every result
-                    window = Window(max(sent, LARGE_WINDOW_PER_WORKER * self._processes))
-                    sizes = itertools.repeat(chunksize)
-                    if as_range is not None:
-                        items = iter(as_range[start + chunksize :])
-                    self._start_feeder(
-                        job, items, sizes, window, result, sent, start + chunksize, True
-                    )
-                    return
-        self._engine.add_tasks(job, sent, payloads, True)
+
+        def hand_over(sent: int, sent_bytes: int) -> bool:
+            return sent_bytes >= LARGE_INPUT_BYTES or sent >= MANY_CHUNKS
+
+        first_batch = FIRST_BATCH_PER_WORKER * self._processes
+        if feed_all(self._engine, job, reader, chunksize, first_batch, hand_over):
+            return
+        job.release_on_arrival()  # map_async keeps every result
+        # From here on, as a lazy map's: a failure stays at its position.
+        reader.strict = False
+        reader.in_memory = True  # a sized input: reading it cannot block
+        window = Window(max(reader.index, LARGE_WINDOW_PER_WORKER * self._processes))
+        self._start_feeder(job, reader, itertools.repeat(chunksize), window)
 
     def imap(
         self,
@@ -392,14 +355,14 @@ class Pool:
         buffersize: Optional[int],
     ) -> IMapIterator:
         self._check_running()
-        _check_callable(func)
-        if chunksize < 1:
-            raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+        _arguments.check_callable(func)
+        _arguments.check_pool_chunksize(chunksize)
         window = self._window(buffersize)
         job = self._new_job(func, MAP, False)
         it = IMapIterator(self, job, ordered, chunksize > 1, window)
         self._iterators.add(it)
-        self._start_feeder(job, iterable, itertools.repeat(chunksize), window, it)
+        reader = Reader(job, iterable, it._local_errors)
+        self._start_feeder(job, reader, itertools.repeat(chunksize), window)
         return it
 
     def _start_lazy(
@@ -417,38 +380,14 @@ class Pool:
         # window is free as soon as its result is in.
         job.release_on_arrival()
         result = MapResult(self, job, callback, error_callback)
-        self._start_feeder(job, iterable, sizes, window, result)
+        self._start_feeder(job, Reader(job, iterable, result._local_errors), sizes, window)
         return result
 
-    def _start_feeder(
-        self,
-        job: Any,
-        iterable: Iterable[Any],
-        sizes: Iterator[int],
-        window: Window,
-        result: Union[MapResult, IMapIterator],
-        first_chunk: int = 0,
-        first_item: int = 0,
-        in_memory: bool = False,
-    ) -> None:
-        """A thread that reads and sends the input from chunk `first_chunk`
-        (item `first_item`) on, at most `window.limit` chunks in flight."""
-        args = (self._engine, job, iter(iterable), sizes, window, result._local_errors)
-        kwargs = dict(
-            first_chunk=first_chunk,
-            first_item=first_item,
-            in_memory=in_memory or type(iterable) in (list, tuple, range),
-        )
-        feeder = threading.Thread(
-            target=feed,
-            args=args,
-            kwargs=kwargs,
-            name="ferropool-feeder",
-            daemon=True,
-        )
+    def _start_feeder(self, job: Any, reader: Reader, sizes: Iterator[int], window: Window) -> None:
+        """A thread that reads and sends the rest of the input, at most
+        `window.limit` chunks in flight."""
         self._feeders = [t for t in self._feeders if t.is_alive()]
-        self._feeders.append(feeder)
-        feeder.start()
+        self._feeders.append(start_feeder(self._engine, job, reader, sizes, window))
 
 
 def _growing_chunks() -> Iterator[int]:
@@ -458,29 +397,24 @@ def _growing_chunks() -> Iterator[int]:
         size = min(size * 2, LAZY_MAP_MAX_CHUNK)
 
 
-@atexit.register
-def _terminate_forgotten_pools() -> None:
-    """At interpreter exit, stop pools nobody closed (as the stdlib does),
-    without a word from the daemon threads still waiting on them."""
-    _results._pools_stopped_at_exit = True
-    for pool in list(_live_pools):
-        try:
-            pool.terminate()
-        except Exception:
-            pass
+# At interpreter exit, pools nobody closed are stopped (as the stdlib's),
+# without a word from the daemon threads still waiting on them.
+atexit.register(pools_at_exit.stop_all)
 
 
-def _run_callbacks(job_ids: Iterator[int], cache: Dict[int, Any]) -> None:
-    """The pool's service thread (see `Started.start_service`): runs the
-    callbacks of jobs as they complete, in completion order. It holds the
-    results with callbacks, never the pool."""
-    for job_id in job_ids:
+def _callback_runner(cache: Dict[int, Any]) -> Callable[[int], None]:
+    """What the pool's service thread does with each job's news (see
+    `_lifecycle.Running.serve`): runs the callbacks of jobs as they
+    complete, in completion order. It holds the results with callbacks,
+    never the pool."""
+
+    def on_news(job_id: int) -> None:
         result = cache.get(job_id)
         if result is None:
-            continue  # a batch's news that came after the job completed
+            return  # a batch's news that came after the job completed
         if result._job.complete():
             cache.pop(job_id, None)
-            if _results._pools_stopped_at_exit:
+            if pools_at_exit.exiting:
                 # Stopped at exit: no callbacks then, as the stdlib's pool
                 # runs none once terminated at exit.
                 result._job.mark_ready()
@@ -488,5 +422,5 @@ def _run_callbacks(job_ids: Iterator[int], cache: Dict[int, Any]) -> None:
                 result._complete_with_callbacks()
         else:
             result.absorb_arrived()
-        # Not kept while waiting for the next job: it holds the job's value.
-        del result
+
+    return on_news

@@ -2,7 +2,7 @@
 //!
 //! Failures of individual tasks are not errors here: they travel as
 //! `protocol::ResultStatus` values inside a job's outcomes and become
-//! exceptions in `ferropool/_outcomes.py`.
+//! exceptions in `ferropool/_decoding.py`.
 
 use std::fmt;
 use std::io;

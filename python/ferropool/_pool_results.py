@@ -9,21 +9,17 @@ import threading
 import time
 from multiprocessing import TimeoutError as MPTimeoutError
 
+from ._decoding import LOCAL_ERROR, decode
 from ._feeding import Window, feeder_min_room
-from ._launch import in_service_thread
-from ._outcomes import LOCAL_ERROR, decode
+from ._lifecycle import in_service_thread, pools_at_exit
 
 # `typing`, `logging` and `_errors` are imported where needed (start-up
-# time of a short script, see _outcomes).
+# time of a short script, see _decoding).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Deque, Dict, List, NoReturn, Optional
 
 __all__ = ["ApplyResult", "AsyncResult", "IMapIterator", "MapResult"]
-
-
-# Set at interpreter exit, when pools nobody closed are terminated (pool.py).
-_pools_stopped_at_exit = False
 
 
 def _stop_here_at_exit() -> None:
@@ -34,7 +30,7 @@ def _stop_here_at_exit() -> None:
     (`concurrent.futures.process` cannot be imported once threading has
     begun shutting down)."""
     if (
-        _pools_stopped_at_exit
+        pools_at_exit.exiting
         and threading.current_thread().daemon
         and not in_service_thread()  # the exit hook waits for those
     ):
@@ -58,7 +54,7 @@ class ApplyResult:
         self._lock = threading.Lock()
         self._outcome: Optional[tuple] = None  # (success, value or exception)
         # Exceptions of tasks that never left the parent, by task index
-        # (input that raised or could not be pickled: see pool._feed).
+        # (input that raised or could not be pickled: see _feeding.Reader).
         self._local_errors: Dict[int, BaseException] = {}
         if callback is not None or error_callback is not None:
             pool._cache[job.id] = self
@@ -248,7 +244,7 @@ class IMapIterator:
         self._unreleased = 0
         self._largest_unreleased = 0
         self._window = window
-        # Exceptions of tasks that never left the parent, by index (see pool._feed).
+        # Exceptions of tasks that never left the parent, by index (see _feeding.Reader).
         self._local_errors: Dict[int, BaseException] = {}
         self._lock = threading.Lock()
 
