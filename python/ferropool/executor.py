@@ -29,6 +29,8 @@ supported Python.
 
 from __future__ import annotations
 
+import collections
+import functools
 import itertools
 import threading
 import time
@@ -38,6 +40,7 @@ from concurrent.futures import TimeoutError as FuturesTimeoutError
 from multiprocessing import TimeoutError as MPTimeoutError
 
 from . import _arguments, _launch
+from ._compat import class_seen_as
 from ._errors import BrokenProcessPool
 from ._executor_core import ExecutorCore
 from ._feeding import Reader, Window, feed_all, start_feeder
@@ -49,7 +52,7 @@ from ._pool_results import IMapIterator
 # `typing` only for the type checker (start-up time of a short script).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterable, Iterator, Optional
+    from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional
 
 __all__ = ["ProcessPoolExecutor"]
 
@@ -98,6 +101,11 @@ class ProcessPoolExecutor(Executor):
         finalizer = weakref.finalize(self, core.begin_shutdown)
         finalizer.atexit = False
 
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        # isinstance(self, concurrent.futures.ProcessPoolExecutor): see _compat.
+        return class_seen_as(type(self), "concurrent.futures.process", "ProcessPoolExecutor")
+
     @property
     def _broken(self) -> Optional[str]:
         """Why the pool broke, or None (the stdlib's attribute)."""
@@ -126,10 +134,16 @@ class ProcessPoolExecutor(Executor):
         All chunks of one call go through one engine job (``fn`` is pickled
         once, not per chunk, and no future is made per chunk); chunks not yet
         sent to a worker are cancelled when the caller stops reading the
-        results, or at ``shutdown(cancel_futures=True)``."""
+        results, or at ``shutdown(cancel_futures=True)``.
+
+        Where ``submit`` is overridden (on the instance, as tqdm's
+        ``process_map`` does to count progress, or in a subclass), ``map``
+        goes through it, one call per chunk, as the stdlib's does."""
         _arguments.check_executor_chunksize(chunksize)
         _arguments.check_buffersize(buffersize)
         end_time = None if timeout is None else timeout + time.monotonic()
+        if "submit" in self.__dict__ or type(self).submit is not ProcessPoolExecutor.submit:
+            return _map_through_submit(self.submit, fn, iterables, end_time, chunksize, buffersize)
         core: ExecutorCore = self._core  # type: ignore[assignment]
         engine = core.engine
         with core.lock:
@@ -199,6 +213,60 @@ except (AttributeError, RuntimeError):  # imported while the interpreter exits
     import atexit
 
     atexit.register(executors_at_exit.stop_all)
+
+
+def _run_chunk(fn: Callable[..., Any], chunk: List[tuple]) -> List[Any]:
+    return [fn(*args) for args in chunk]
+
+
+def _map_through_submit(
+    submit: Callable[..., Future],
+    fn: Callable[..., Any],
+    iterables: tuple,
+    end_time: Optional[float],
+    chunksize: int,
+    buffersize: Optional[int],
+) -> Iterator[Any]:
+    """The stdlib's ``map``: each chunk a call of `submit`; all chunks
+    submitted now, or (`buffersize`) that many ahead of the one being read."""
+    items = zip(*iterables)
+    chunks = iter(lambda: list(itertools.islice(items, chunksize)), [])
+    call = functools.partial(_run_chunk, fn)  # one object: one stream of calls
+    ahead = chunks if buffersize is None else itertools.islice(chunks, buffersize)
+    futures = collections.deque(submit(call, chunk) for chunk in ahead)
+    return _chunk_results(futures, None if buffersize is None else chunks, submit, call, end_time)
+
+
+def _chunk_results(
+    futures: Deque[Future],
+    more: Optional[Iterator[List[tuple]]],
+    submit: Callable[..., Future],
+    call: Callable[..., Any],
+    end_time: Optional[float],
+) -> Iterator[Any]:
+    """Yields the chunks' results in order (a chunk's error at its
+    position), submitting one more chunk from `more` for each one taken;
+    what is left is cancelled when the consumer stops early."""
+    try:
+        while futures:
+            future = futures.popleft()
+            if more is not None:
+                chunk = next(more, None)
+                if chunk is not None:
+                    futures.append(submit(call, chunk))
+            timeout = None if end_time is None else end_time - time.monotonic()
+            try:
+                results = future.result(timeout)
+            except FuturesTimeoutError:
+                future.cancel()
+                raise
+            del future
+            results.reverse()
+            while results:
+                yield results.pop()
+    finally:
+        for future in futures:
+            future.cancel()
 
 
 def _raise_first(error: BaseException) -> Iterator[Any]:

@@ -18,6 +18,7 @@ import warnings
 import weakref
 
 from . import _arguments, _launch
+from ._compat import WorkerHandle, class_seen_as, worker_handles
 from ._feeding import Reader, Window, feed_all, start_feeder
 from ._lifecycle import Ownership, pools_at_exit
 from ._native import APPLY, MAP, STARMAP
@@ -104,6 +105,17 @@ class Pool:
         self._running.serve(_callback_runner(self._cache), "ferropool-service")
         self._state = RUN
         pools_at_exit.add(self)
+
+    # ----- what libraries read beyond the API (see _compat) ----------------
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return class_seen_as(type(self), "multiprocessing.pool", "Pool")
+
+    @property
+    def _pool(self) -> List[WorkerHandle]:
+        """One handle per worker (the stdlib's list of its processes)."""
+        return worker_handles(self._engine, self._processes)
 
     # ----- lifecycle -----------------------------------------------------
 

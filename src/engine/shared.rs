@@ -74,6 +74,32 @@ pub struct PoolStatus {
     pub broken: Option<String>,
     /// Pids of live workers, in worker-number order.
     pub pids: Vec<i32>,
+    /// How the latest workers ended, oldest first: (pid, exit code as
+    /// `multiprocessing.Process.exitcode` gives it, -N for signal N); at
+    /// most REMEMBERED_EXITS.
+    pub exits: VecDeque<(i32, i32)>,
+}
+
+/// Worker exits `PoolStatus` remembers (for `Pool._pool` handles that
+/// outlive their worker by a replacement or two).
+pub const REMEMBERED_EXITS: usize = 256;
+
+impl PoolStatus {
+    pub fn remember_exit(&mut self, pid: i32, exitcode: i32) {
+        if self.exits.len() >= REMEMBERED_EXITS {
+            self.exits.pop_front();
+        }
+        self.exits.push_back((pid, exitcode));
+    }
+
+    /// The exit code of worker `pid`, if it ended recently.
+    pub fn exit_code(&self, pid: i32) -> Option<i32> {
+        self.exits
+            .iter()
+            .rev()
+            .find(|(p, _)| *p == pid)
+            .map(|(_, code)| *code)
+    }
 }
 
 pub enum ServiceEvent {
@@ -159,6 +185,7 @@ impl Shared {
                 phase: Phase::Running,
                 broken: None,
                 pids: Vec::new(),
+                exits: VecDeque::new(),
             }),
             service: Signal::new(ServiceQueue::default()),
             wake_pending: AtomicBool::new(false),
@@ -199,4 +226,27 @@ impl Shared {
 
 pub(crate) fn clear_wake(shared: &Shared) {
     shared.wake_pending.store(false, Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembered_exits_are_bounded_and_the_latest_wins() {
+        let mut status = PoolStatus {
+            phase: Phase::Running,
+            broken: None,
+            pids: Vec::new(),
+            exits: VecDeque::new(),
+        };
+        for pid in 0..(REMEMBERED_EXITS as i32 + 10) {
+            status.remember_exit(pid, pid % 7);
+        }
+        assert_eq!(status.exits.len(), REMEMBERED_EXITS);
+        assert_eq!(status.exit_code(3), None); // forgotten
+        assert_eq!(status.exit_code(20), Some(20 % 7));
+        status.remember_exit(20, -9); // a pid used again
+        assert_eq!(status.exit_code(20), Some(-9));
+    }
 }

@@ -67,6 +67,15 @@ impl ExitInfo {
 }
 
 impl ExitInfo {
+    /// As `multiprocessing.Process.exitcode`: the code, or -N for signal N.
+    pub fn exitcode(&self) -> Option<i32> {
+        match *self {
+            ExitInfo::Code(code) => Some(code),
+            ExitInfo::Signal(sig) => Some(-sig),
+            ExitInfo::Unknown => None,
+        }
+    }
+
     /// A likely cause worth telling the user, appended to messages.
     pub fn hint(&self) -> &'static str {
         match *self {

@@ -312,6 +312,12 @@ impl PyEngine {
         (phase_name(s.phase), s.broken.clone(), s.pids.clone())
     }
 
+    /// How worker `pid` ended (`multiprocessing.Process.exitcode`), if it
+    /// ended recently; None while it runs or once forgotten.
+    fn exit_code(&self, pid: i32) -> Option<i32> {
+        self.engine.shared.status.lock().exit_code(pid)
+    }
+
     /// For the pool's service thread: waits for events, forwards engine log
     /// lines to Python's `logging`, and returns (ids of jobs whose callbacks
     /// are due, workers to fork as (number, socket fd, now the caller's, fd

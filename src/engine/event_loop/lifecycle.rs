@@ -317,6 +317,9 @@ impl EventLoop {
             Some(pid) => format!("worker process {pid}"),
             None => format!("worker #{}", d.number),
         };
+        if let (Some(pid), Some(code)) = (d.pid, exit.exitcode()) {
+            self.shared.status.update(|s| s.remember_exit(pid, code));
+        }
         // An exit we asked for, or a kill we made, is no news.
         let unexpected = !(d.killed_by_us || (d.expected && exit == ExitInfo::Code(0)));
         if !unexpected {
