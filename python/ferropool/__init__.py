@@ -62,6 +62,9 @@ if TYPE_CHECKING:
         TaskTransferError,
         WorkerLostError,
     )
+    from ._patching import patch as patch
+    from ._patching import patched as patched
+    from ._patching import unpatch as unpatch
     from .context import get_context as get_context
     from .executor import ProcessPoolExecutor as ProcessPoolExecutor
     from .pool import Pool as Pool
@@ -77,6 +80,9 @@ _LAZY = {
     "TaskTimeoutError": "._errors",
     "TaskTransferError": "._errors",
     "WorkerLostError": "._errors",
+    "patch": "._patching",
+    "unpatch": "._patching",
+    "patched": "._patching",
 }
 
 # The version is the Rust crate's (Cargo.toml, which pyproject.toml reads too).
@@ -89,6 +95,9 @@ __all__ = list(_mp.__all__) + [
     "TaskTimeoutError",
     "TaskTransferError",
     "WorkerLostError",
+    "patch",
+    "patched",
+    "unpatch",
 ]
 
 

@@ -34,6 +34,8 @@ def class_seen_as(cls: type, module_name: str, class_name: str) -> type:
     stdlib's `class_name` (made once, never instantiated)."""
     module = sys.modules.get(module_name)
     stdlib_class = getattr(module, class_name, None) if module is not None else None
+    # Patched (see _patching): the stand-in's isinstance knows ferropool's.
+    stdlib_class = getattr(stdlib_class, "_stdlib_class", stdlib_class)
     if not isinstance(stdlib_class, type) or issubclass(cls, stdlib_class):
         return cls  # not imported yet, or patched to ferropool's own class
     key = (cls, stdlib_class)

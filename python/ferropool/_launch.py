@@ -24,6 +24,7 @@ import os
 import pickle
 import signal
 import socket
+import sys
 import threading
 from multiprocessing import context as mp_context
 from multiprocessing import process
@@ -151,6 +152,7 @@ def start_engine(
         max_memory=max_memory,
         executor=executor,
         own_group=task_timeout is not None,
+        patched=_patched(),
     )
     common = dict(
         task_timeout=task_timeout,
@@ -165,6 +167,12 @@ def start_engine(
     if method == "forkserver":
         return _start_forkserver(processes, setup, common)
     return _start_fork(processes, setup, common)
+
+
+def _patched() -> bool:
+    # Not imported: never patched (and a short script does not pay for it).
+    patching = sys.modules.get(f"{__package__}._patching")
+    return patching is not None and patching.is_patched()
 
 
 def _start_spawn(processes: int, setup: WorkerSetup, common: dict) -> Running:

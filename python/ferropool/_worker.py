@@ -64,6 +64,7 @@ class WorkerSetup:
         max_memory: Optional[int] = None,
         executor: bool = False,
         own_group: bool = False,
+        patched: bool = False,
     ) -> None:
         self.initializer = initializer
         self.initargs = initargs
@@ -78,6 +79,9 @@ class WorkerSetup:
         # then kills the group (a task's children too); a group leader
         # cannot start a session (`os.setsid()` in a task).
         self.own_group = own_group
+        # The parent ran ferropool.patch(): so does the worker, before the
+        # initializer (a task's own pools are ferropool's too).
+        self.patched = patched
 
 
 class InheritedFd:
@@ -256,6 +260,10 @@ def run_worker(channel: Any, setup: WorkerSetup, number: int, forked: bool) -> i
 def _initialize(setup: WorkerSetup) -> bool:
     """Runs the pool's initializer; False (reported) if it raised."""
     try:
+        if setup.patched:
+            from ._patching import patch
+
+            patch()
         if setup.initializer is not None:
             setup.initializer(*setup.initargs)
         return True
