@@ -8,6 +8,7 @@ hang guards, never speed requirements."""
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from multiprocessing.pool import MaybeEncodingError
 
@@ -72,8 +73,11 @@ def test_unpicklable_item_refuses_the_whole_map_before_sending(tmp_path, gpool, 
 
 
 def test_unpicklable_function_raises_in_caller_naming_it(tmp_path, gpool):
+    lock = threading.Lock()  # not even cloudpickle sends the closure
+
     def local_task_function(x):
-        return x
+        with lock:
+            return x
 
     for call in (
         lambda: gpool.apply_async(local_task_function, (1,)),

@@ -5,6 +5,7 @@ exactly what a copy would give, whatever happens around."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import _helpers as h
@@ -98,7 +99,7 @@ def test_a_large_chunk_that_fails_to_pickle_leaves_the_writer_clean(make_pool):
     from ferropool._pickling import dumps_payload
 
     with pytest.raises(Exception, match="item 1 of the input"):
-        make_pool(2).map(h.identity, [b"a" * (2 * MIB), lambda: None], chunksize=2)
+        make_pool(2).map(h.identity, [b"a" * (2 * MIB), threading.Lock()], chunksize=2)
     # The half-written payload was dropped: the next one is whole and alone.
     data = [b"c" * (3 * MIB)]
     import pickle
@@ -132,7 +133,7 @@ def test_a_large_sized_map_is_fed_a_window_at_a_time(make_pool):
 
 def test_an_unpicklable_item_after_the_window_starts_fails_the_map(make_pool):
     pool = make_pool(2)
-    items = [b"w" * (3 * MIB) for _ in range(16)] + [lambda: None]
+    items = [b"w" * (3 * MIB) for _ in range(16)] + [threading.Lock()]
     with pytest.raises(Exception, match="item 16 of the input"):
         pool.map(h.identity, items, chunksize=1)
     assert pool.map(h.identity, items[:2]) == items[:2]

@@ -43,13 +43,25 @@ def test_seed_runs_unchanged(script: Path, method: str, tmp_path: Path) -> None:
     swapped.write_text(swap_imports(script.read_text(encoding="utf-8")), encoding="utf-8")
     assert "ferropool" in swapped.read_text(encoding="utf-8"), "the import swap changed nothing"
     env = dict(os.environ, PYTHONIOENCODING="utf-8")
-    proc = subprocess.run(
-        [sys.executable, str(SEEDS / "with_start_method.py"), method, str(swapped)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=100,
-    )
+
+    def run(**extra_env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(SEEDS / "with_start_method.py"), method, str(swapped)],
+            cwd=tmp_path,
+            env=dict(env, **extra_env),
+            capture_output=True,
+            text=True,
+            timeout=100,
+        )
+
+    # A script that fails because the stdlib cannot pickle a lambda or a
+    # local function fails the same way without cloudpickle (the error then
+    # names the fix); with it, ferropool sends them by value and it runs.
+    proc = run(HIDE_MODULES="cloudpickle") if want["by_value"] else run()
     assert proc.returncode == want["returncode"], proc.stderr
     check_output(expected, proc.stdout)
+    if want["by_value"]:
+        assert "pip install 'ferropool[cloudpickle]'" in proc.stderr, proc.stderr
+        with_cloudpickle = run()
+        assert with_cloudpickle.returncode == 0, with_cloudpickle.stderr
+        check_output(expected, with_cloudpickle.stdout)

@@ -21,7 +21,6 @@ from ._decoding import POOL_BROKEN, decode
 from ._errors import BrokenProcessPool
 from ._lifecycle import Ownership, executors_at_exit
 from ._native import APPLY, EngineStopped
-from ._pickling import dumps_call, dumps_function
 
 # `typing` only for the type checker (start-up time of a short script).
 TYPE_CHECKING = False
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Deque, Dict, List, Optional
 
     from ._lifecycle import Running
+    from ._serializers import Serializer
 
 # Tasks handed to the engine per worker; the rest wait, cancellable, in Python.
 IN_FLIGHT_PER_WORKER = 2
@@ -132,8 +132,9 @@ class ExecutorCore:
     method may be called from any thread; the lock is re-entrant because a
     future's done-callbacks run where it is settled, and may submit."""
 
-    def __init__(self, running: Running, max_workers: int) -> None:
+    def __init__(self, running: Running, max_workers: int, serializer: Serializer) -> None:
         self.running = running
+        self.serializer = serializer
         self.engine = running.engine
         self.lock = threading.RLock()
         self.pending: Deque[_WorkItem] = collections.deque()
@@ -178,7 +179,7 @@ class ExecutorCore:
             self.check_open()
             future = EngineFuture()
             try:
-                item = _WorkItem(future, fn, dumps_call(args, kwargs))
+                item = _WorkItem(future, fn, self.serializer.call(args, kwargs))
             except Exception as e:
                 # As the stdlib: an argument that cannot be pickled fails its
                 # own future; the executor carries on.
@@ -196,7 +197,7 @@ class ExecutorCore:
         if stream is not None and stream.target() is fn:
             self.streams.move_to_end(id(fn))
             return stream
-        job = self.engine.new_job(dumps_function(fn), APPLY, False, True)
+        job = self.engine.new_job(self.serializer.function(fn), APPLY, False, True)
         if stream is not None:
             self._close_stream(stream)  # an earlier function with the same id
         stream = _Stream(fn, job, self.dead_functions.append)

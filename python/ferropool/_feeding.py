@@ -108,6 +108,7 @@ class Reader:
         length: Optional[int] = None,
         as_range: Optional[range] = None,
         strict: bool = False,
+        pickle_chunk: Callable[[Any, int], Any] = dumps_chunk,
     ) -> None:
         self.job = job
         self.items = iter(iterable)
@@ -115,6 +116,7 @@ class Reader:
         self.length = length
         self.as_range = as_range
         self.strict = strict
+        self.pickle_chunk = pickle_chunk  # the pool's serializer's
         # Reading it cannot block: handed over a window's worth at a time.
         self.in_memory = type(iterable) in (list, tuple, range)
         self.index = 0  # the next chunk's
@@ -139,7 +141,7 @@ class Reader:
             self.exhausted = True
             return None
         try:
-            payload = dumps_chunk(chunk, self.first_item)
+            payload = self.pickle_chunk(chunk, self.first_item)
         except Exception as e:
             if self.strict:
                 raise

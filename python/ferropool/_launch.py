@@ -142,7 +142,10 @@ def start_engine(
     task_timeout: Optional[float] = None,
     max_memory: Optional[int] = None,
     executor: bool = False,
+    serializer: Any = None,
 ) -> Running:
+    """Starts the engine of a pool or executor of `processes` workers
+    (`serializer`: the custom one's part for the workers, or None)."""
     setup = WorkerSetup(
         initializer=initializer,
         initargs=tuple(initargs),
@@ -153,6 +156,7 @@ def start_engine(
         executor=executor,
         own_group=task_timeout is not None,
         patched=_patched(),
+        serializer=serializer,
     )
     common = dict(
         task_timeout=task_timeout,

@@ -65,6 +65,7 @@ class WorkerSetup:
         executor: bool = False,
         own_group: bool = False,
         patched: bool = False,
+        serializer: Any = None,
     ) -> None:
         self.initializer = initializer
         self.initargs = initargs
@@ -82,6 +83,8 @@ class WorkerSetup:
         # The parent ran ferropool.patch(): so does the worker, before the
         # initializer (a task's own pools are ferropool's too).
         self.patched = patched
+        # A custom serializer's `loads` (see _serializers); None: pickle.
+        self.serializer = serializer
 
 
 class InheritedFd:
@@ -151,7 +154,9 @@ def _dump_value(result: Any) -> tuple:
     return (OK_OUT_OF_BAND if out_of_band else OK), data
 
 
-def _task_runner(executor: bool) -> Callable[[int, Callable[..., Any], bytes], tuple]:
+def _task_runner(
+    executor: bool, loads: Callable[[Any], Any] = pickle.loads
+) -> Callable[[int, Callable[..., Any], bytes], tuple]:
     """The function the Rust loop calls to run one task: (mode, function,
     pickled arguments) -> (status, pickled bytes).
 
@@ -171,7 +176,7 @@ def _task_runner(executor: bool) -> Callable[[int, Callable[..., Any], bytes], t
 
     def run(mode: int, func: Callable[..., Any], payload: bytes) -> tuple:
         try:
-            args = _loads(payload)
+            args = loads(payload)
         except BaseException as e:
             return _dump_exception(e, IN_ARGUMENTS)
         try:
@@ -246,8 +251,14 @@ def run_worker(channel: Any, setup: WorkerSetup, number: int, forked: bool) -> i
         if not _initialize(setup):
             return 1
         run = run_executor_task if setup.executor else run_task
+        loads: Callable[[Any], Any] = _loads
+        if setup.serializer is not None:
+            from ._serializers import loads_in_worker
+
+            loads = loads_in_worker(setup.serializer)
+            run = _task_runner(setup.executor, loads)
         channel.send_ready(os.getpid())
-        channel.serve(_loads, run, load_failed, setup.max_memory)
+        channel.serve(loads, run, load_failed, setup.max_memory)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 1
     finally:

@@ -46,8 +46,8 @@ from ._executor_core import ExecutorCore
 from ._feeding import Reader, Window, feed_all, start_feeder
 from ._lifecycle import executors_at_exit
 from ._native import STARMAP, EngineStopped
-from ._pickling import dumps_function
 from ._pool_results import IMapIterator
+from ._serializers import serializer_from
 
 # `typing` only for the type checker (start-up time of a short script).
 TYPE_CHECKING = False
@@ -73,11 +73,13 @@ class ProcessPoolExecutor(Executor):
         max_tasks_per_child: Optional[int] = None,
         task_timeout: Optional[float] = None,
         max_memory_per_child: Optional[int] = None,
+        serializer: Any = None,
     ) -> None:
         self._core: Optional[ExecutorCore] = None
         max_workers = _arguments.executor_arguments(
             max_workers, initializer, max_tasks_per_child, task_timeout, max_memory_per_child
         )
+        pickles = serializer_from(serializer)
         self._max_workers = max_workers
         self._mp_context = mp_context
         running = _launch.start_engine(
@@ -90,8 +92,9 @@ class ProcessPoolExecutor(Executor):
             task_timeout=task_timeout,
             max_memory=max_memory_per_child,
             executor=True,
+            serializer=pickles.for_workers,
         )
-        core = ExecutorCore(running, max_workers)
+        core = ExecutorCore(running, max_workers, pickles)
         # Ctrl-C while the first workers start, say: nothing outlives it.
         running.serve(core.outcomes_arrived, "ferropool-executor-service")
         self._core = core
@@ -149,7 +152,7 @@ class ProcessPoolExecutor(Executor):
         with core.lock:
             core.check_open()
             try:
-                func = dumps_function(fn)
+                func = core.serializer.function(fn)
             except Exception as e:
                 # As the stdlib: every chunk fails with it, at the first result.
                 return _raise_first(e)
@@ -161,7 +164,9 @@ class ProcessPoolExecutor(Executor):
             core.map_jobs.add(job)
         window = None if buffersize is None else Window(buffersize)
         results = IMapIterator(None, job, ordered=True, chunked=True, window=window)
-        reader = Reader(job, zip(*iterables), results._local_errors)
+        reader = Reader(
+            job, zip(*iterables), results._local_errors, pickle_chunk=core.serializer.chunk
+        )
         if window is None:
             feed_all(engine, job, reader, chunksize)
         else:

@@ -22,8 +22,8 @@ from ._compat import WorkerHandle, class_seen_as, worker_handles
 from ._feeding import Reader, Window, feed_all, start_feeder
 from ._lifecycle import Ownership, pools_at_exit
 from ._native import APPLY, MAP, STARMAP
-from ._pickling import dumps_call, dumps_function
 from ._pool_results import ApplyResult, AsyncResult, IMapIterator, MapResult
+from ._serializers import serializer_from
 
 # `typing` only for the type checker (start-up time of a short script).
 TYPE_CHECKING = False
@@ -76,6 +76,7 @@ class Pool:
         *,
         task_timeout: Optional[float] = None,
         max_memory_per_child: Optional[int] = None,
+        serializer: Any = None,
     ) -> None:
         self._state = INIT
         self._owner = Ownership()
@@ -84,6 +85,7 @@ class Pool:
         processes = _arguments.pool_arguments(
             processes, initializer, maxtasksperchild, task_timeout, max_memory_per_child
         )
+        self._serializer = serializer_from(serializer)
         self._processes = processes
         self._start_method = method
         self._running = _launch.start_engine(
@@ -94,6 +96,7 @@ class Pool:
             maxtasksperchild,
             task_timeout=task_timeout,
             max_memory=max_memory_per_child,
+            serializer=self._serializer.for_workers,
         )
         self._engine = self._running.engine
         self._cache: Dict[int, Any] = {}
@@ -201,7 +204,8 @@ class Pool:
         """`batched`: a map with callbacks, whose outcomes the service
         thread takes as they come (see MapResult.absorb_arrived)."""
         batch = CALLBACK_MAP_BATCH if batched and has_callback else 0
-        return self._engine.new_job(dumps_function(func), mode, has_callback, False, batch)
+        pickled = self._serializer.function(func)
+        return self._engine.new_job(pickled, mode, has_callback, False, batch)
 
     def _window(self, buffersize: Optional[int]) -> Window:
         """How many chunks a lazy map keeps in flight: `buffersize`, or an
@@ -232,7 +236,7 @@ class Pool:
     ) -> ApplyResult:
         self._check_running()
         _arguments.check_callable(func)
-        payload = dumps_call(tuple(args), dict(kwds or {}))
+        payload = self._serializer.call(tuple(args), dict(kwds or {}))
         job = self._new_job(func, APPLY, callback is not None or error_callback is not None)
         result = ApplyResult(self, job, callback, error_callback)
         self._engine.add_tasks(job, 0, [payload], True)
@@ -302,7 +306,13 @@ class Pool:
         if chunksize < RANGE_CHUNKS_FROM:
             as_range = None  # a one-int list pickles smaller than a range
         reader = Reader(
-            job, iterable, result._local_errors, length=length, as_range=as_range, strict=True
+            job,
+            iterable,
+            result._local_errors,
+            length=length,
+            as_range=as_range,
+            strict=True,
+            pickle_chunk=self._serializer.chunk,
         )
         try:
             self._submit_chunks(job, reader, chunksize)
@@ -373,7 +383,7 @@ class Pool:
         job = self._new_job(func, MAP, False)
         it = IMapIterator(self, job, ordered, chunksize > 1, window)
         self._iterators.add(it)
-        reader = Reader(job, iterable, it._local_errors)
+        reader = Reader(job, iterable, it._local_errors, pickle_chunk=self._serializer.chunk)
         self._start_feeder(job, reader, itertools.repeat(chunksize), window)
         return it
 
@@ -392,7 +402,8 @@ class Pool:
         # window is free as soon as its result is in.
         job.release_on_arrival()
         result = MapResult(self, job, callback, error_callback)
-        self._start_feeder(job, Reader(job, iterable, result._local_errors), sizes, window)
+        reader = Reader(job, iterable, result._local_errors, pickle_chunk=self._serializer.chunk)
+        self._start_feeder(job, reader, sizes, window)
         return result
 
     def _start_feeder(self, job: Any, reader: Reader, sizes: Iterator[int], window: Window) -> None:

@@ -18,10 +18,15 @@ Optional directive lines at the very top of the file:
                     first k pattern lines for some N <= k <= len(patterns)
     #returncode N   expected exit status (default 0); see directives()
     #min-python X.Y script needs at least this CPython; see directives()
+    #by-value       ferropool sends what this script fails to pickle by value
+                    (cloudpickle): the expectation holds without cloudpickle,
+                    and with it the script runs (exit status 0)
 """
 import re
 
-_DIRECTIVE = re.compile(r"#(unordered|prefix (\d+)|returncode (-?\d+)|min-python (\d+)\.(\d+))$")
+_DIRECTIVE = re.compile(
+    r"#(unordered|by-value|prefix (\d+)|returncode (-?\d+)|min-python (\d+)\.(\d+))$"
+)
 _IMPORT_ITEM = re.compile(r"multiprocessing(\s+as\s+\w+)?$")
 
 
@@ -58,6 +63,8 @@ def _parse(expected_path):
         m = _DIRECTIVE.match(lines.pop(0))
         if m.group(1) == "unordered":
             directives["unordered"] = True
+        elif m.group(1) == "by-value":
+            directives["by_value"] = True
         elif m.group(2) is not None:
             directives["prefix"] = int(m.group(2))
         elif m.group(3) is not None:
@@ -69,10 +76,12 @@ def _parse(expected_path):
 
 def directives(expected_path) -> dict:
     """Return the directives of an .expected file, with defaults filled in:
-    {'unordered': bool, 'prefix': int or None, 'returncode': int, 'min_python': tuple}"""
+    {'unordered': bool, 'prefix': int or None, 'returncode': int, 'min_python': tuple,
+     'by_value': bool}"""
     d, _ = _parse(expected_path)
     return {"unordered": d.get("unordered", False), "prefix": d.get("prefix"),
-            "returncode": d.get("returncode", 0), "min_python": d.get("min_python", (3, 0))}
+            "returncode": d.get("returncode", 0), "min_python": d.get("min_python", (3, 0)),
+            "by_value": d.get("by_value", False)}
 
 
 def _report(expected_path, why, patterns, out):
