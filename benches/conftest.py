@@ -1,12 +1,12 @@
 """pytest-benchmark harness for ferropool's benchmark suite.
 
-Every workload of ``ferropool.bench`` is a test, parametrised over the
+Every workload of ``ferropool_bench`` is a test, parametrised over the
 implementations installed here (ferropool, the stdlib, loky, billiard, pebble,
 mpire). pytest-benchmark prints its own statistics per group (one group per
 workload); at the end this conftest prints the same ratio table as
-``python -m ferropool bench`` (quiet only): the median time per
+``python benches/run.py`` (quiet only): the median time per
 implementation, ferropool / stdlib of the medians, the target and whether it
-is met. Unlike ``python -m ferropool bench``, the implementations run one
+is met. Unlike ``python benches/run.py``, the implementations run one
 after the other (no interleaved rounds, so no per-round ratios), and the pool
 rows in this process.
 
@@ -23,12 +23,12 @@ import os
 from typing import Any, Dict, List
 
 import pytest
-from ferropool.bench.adapters import installed_implementations
-from ferropool.bench.chart import draw_chart
-from ferropool.bench.report import metadata, report_lines, summary_line
-from ferropool.bench.results import BenchResults, to_json
-from ferropool.bench.runner import Measurement, RowResult, efficiency_row
-from ferropool.bench.workloads import Config, rows, select_rows
+from ferropool_bench.adapters import installed_implementations
+from ferropool_bench.chart import draw_chart
+from ferropool_bench.report import metadata, report_lines, summary_line
+from ferropool_bench.results import BenchResults, to_json
+from ferropool_bench.runner import Measurement, RowResult, efficiency_row
+from ferropool_bench.workloads import Config, rows, select_rows
 
 
 def pytest_addoption(parser: Any) -> None:

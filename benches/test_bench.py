@@ -1,10 +1,10 @@
-"""Each workload of ferropool.bench on each installed implementation.
+"""Each workload of ferropool_bench on each installed implementation.
 
 The pool rows run in this process: the pool is opened and warmed up before
 the benchmark and closed after it, so pytest-benchmark times the workload
 only. The rows that need a fresh interpreter or process per round (start-up,
 large payloads, the whole script) run their round cases as
-``python -m ferropool bench`` does: pytest-benchmark's own numbers for them
+``python benches/run.py`` does: pytest-benchmark's own numbers for them
 include that interpreter's start, so the ratio table uses the times measured
 inside it (and the payload rows' cold figures).
 """
@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 import pytest
-from ferropool.bench.adapters import NotAvailable
-from ferropool.bench.rounds import PayloadCase, Round, make_round_case
-from ferropool.bench.runner import Measurement, make_case
-from ferropool.bench.workloads import Config, Row
+from ferropool_bench.adapters import NotAvailable
+from ferropool_bench.rounds import PayloadCase, Round, make_round_case
+from ferropool_bench.runner import Measurement, make_case
+from ferropool_bench.workloads import Config, Row
 
 
 def _fresh_per_round(row: Row) -> bool:

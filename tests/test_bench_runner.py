@@ -13,9 +13,9 @@ import time
 
 import psutil
 import pytest
-from ferropool.bench import cli, rounds, server
-from ferropool.bench.report import report_lines, summary_line
-from ferropool.bench.results import (
+from ferropool_bench import cli, rounds, server
+from ferropool_bench.report import report_lines, summary_line
+from ferropool_bench.results import (
     BenchResults,
     Measurement,
     RowResult,
@@ -23,9 +23,9 @@ from ferropool.bench.results import (
     from_json,
     to_json,
 )
-from ferropool.bench.runner import measure_row, run_all
-from ferropool.bench.server import CaseServer, ServerError
-from ferropool.bench.workloads import Config, Row, rows
+from ferropool_bench.runner import measure_row, run_all
+from ferropool_bench.server import CaseServer, ServerError
+from ferropool_bench.workloads import Config, Row, rows
 
 IMPLS = ["ferropool", "stdlib"]
 

@@ -29,7 +29,7 @@ import tempfile
 import time
 from typing import Any, Dict, NoReturn, Optional, Sequence
 
-from .adapters import NotAvailable
+from .adapters import NotAvailable, child_env
 from .workloads import Config, Row
 
 # A generous limit for one command (start and open included): a server that
@@ -131,7 +131,7 @@ class CaseServer:
         return self.proc.pid if self.proc is not None else None
 
     def start(self) -> None:
-        code = "from ferropool.bench.server import serve; serve()"
+        code = "from ferropool_bench.server import serve; serve()"
         # Standard error goes to a file: a pipe nobody reads could fill and
         # stall the server; the file's last line names a death's cause.
         self._stderr = tempfile.TemporaryFile()
@@ -140,6 +140,7 @@ class CaseServer:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
+            env=child_env(),
             # A group of its own: a failure kills the server with its
             # workers (and a terminal's Ctrl-C reaches the bench process only).
             start_new_session=True,

@@ -1,7 +1,7 @@
 """The workloads: the task functions the workers run, and the rows of the report.
 
 The task functions (``inc``, ``identity``, ``burn``) are defined in
-``ferropool.bench.tasks``, a module that imports nothing, so that workers of
+``ferropool_bench.tasks``, a module that imports nothing, so that workers of
 every start method (spawn and forkserver included) import them by name at
 little cost; they are re-exported here. ``rows`` lists the rows of the report
 with the sizes of a ``Config``; ``select_rows`` applies ``--workloads``.

@@ -4,6 +4,7 @@ the progress bar (JSON: ``results``; the chart: ``chart``)."""
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import os
 import platform
 import shutil
@@ -213,9 +214,12 @@ def metadata(
 def _source_revision() -> Optional[str]:
     """The git commit ferropool was built from, when it runs from a checkout
     (an editable install); "+modified" when the working tree differs."""
-    here = os.path.abspath(__file__)  # <root>/python/ferropool/bench/report.py
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(here))))
-    if not os.path.isdir(os.path.join(root, ".git")):
+    spec = importlib.util.find_spec("ferropool")  # finds it without importing it
+    if spec is None or spec.origin is None:
+        return None
+    # <root>/python/ferropool/__init__.py; in a git worktree .git is a file.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(spec.origin))))
+    if not os.path.exists(os.path.join(root, ".git")):
         return None
     env = dict(os.environ, GIT_OPTIONAL_LOCKS="0")  # read only: no index refresh
     try:

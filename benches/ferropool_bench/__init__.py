@@ -1,4 +1,7 @@
-"""The benchmark suite: ``python -m ferropool bench`` and ``make bench``.
+"""ferropool's benchmark suite: ``python benches/run.py`` (``make bench-chart``)
+and the pytest-benchmark harness beside this package (``make bench``). It lives
+in the source tree, not in the installed package: the wheel holds ferropool
+only.
 
 Every workload runs on ferropool and on the stdlib in the same run, and on the
 peers (loky, billiard, pebble, mpire) that are importable. Each row runs at
@@ -35,24 +38,10 @@ The data flow, one module a step:
 * ``report``: the ratio table, its notes and summary, the metadata, the
   progress bar; ``chart``: the PNG chart;
 * ``cli``: ``main``, the command line tying them together (the
-  pytest-benchmark harness in ``benches/`` drives the cases row by row).
+  pytest-benchmark harness beside this package drives the cases row by row).
 
 Nothing heavy is imported at import time: ferropool's pools, the peers, numpy
 and matplotlib only when a workload or the chart needs them. This package
-itself imports nothing until ``main`` is asked for: a worker imports it on
-its way to ``tasks``.
+itself imports nothing: a worker imports it on its way to ``tasks``. The
+interpreters the bench starts find it on PYTHONPATH (``adapters.child_env``).
 """
-
-TYPE_CHECKING = False  # no `typing` import: workers import this package
-if TYPE_CHECKING:
-    from .cli import main as main
-
-__all__ = ["main"]
-
-
-def __getattr__(name: str) -> object:
-    if name == "main":
-        from .cli import main
-
-        return main
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
