@@ -214,15 +214,8 @@ def open_executor(impl: str, method: str, processes: int) -> Any:
 
         ctx = multiprocessing.get_context(method)
         return ExecutorAPI(ProcessPoolExecutor(processes, mp_context=ctx), processes)
-    if impl == "loky":
-        loky = importlib.import_module("loky")
-        return ExecutorAPI(
-            loky.ProcessPoolExecutor(processes, context=_loky_context(method)), processes
-        )
-    if impl == "pebble":
-        pebble = importlib.import_module("pebble")
-        pool = pebble.ProcessPool(processes, context=multiprocessing.get_context(method))
-        return PebbleAPI(pool, processes)
+    if impl in ("loky", "pebble"):
+        return open_pool(impl, method, processes)  # they are executors already
     raise NotAvailable(f"{impl}: no concurrent.futures executor")
 
 

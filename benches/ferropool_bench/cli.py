@@ -21,7 +21,8 @@ from .chart import draw_chart
 from .report import Progress, busy, metadata, report_lines, summary_line
 from .results import from_json, to_json
 from .runner import count_steps, cpu_load, run_all
-from .workloads import MIN_ROUNDS, SCRIPT_ROUNDS, Config, rows, select_rows
+from .suite import rows, select_rows
+from .workloads import MIN_ROUNDS, SCRIPT_ROUNDS, Config
 
 __all__ = ["cpu_load", "main"]
 

@@ -1,10 +1,14 @@
 """The runner: every selected row, in interleaved rounds, quiet and/or loaded.
 
-``measure_row`` opens each implementation's round case (``rounds``: each
-implementation in a fresh interpreter or process of its own, untimed), then
-runs the rounds interleaved across the implementations, one round of each in
-turn, and keeps every round's time in a ``Measurement``. ``run_all`` does
-that for every selected row and returns the ``BenchResults``: the quiet
+``RowRounds`` is the one way a row is measured: it makes each
+implementation's round case (``Row.round_case``: each in a fresh
+interpreter or process of its own), opens it (untimed), runs the rounds
+interleaved across the implementations, one round of each in turn, and
+keeps every round's time in a ``Measurement``. ``measure_row`` runs all of
+a row's rounds for the command line; the pytest-benchmark harness
+(benches/test_bench.py) runs them one ``run_round`` at a time, one
+implementation per test. ``run_all`` measures every selected row (or
+derives it from those before: ``Row.derive``) and returns the ``BenchResults``: the quiet
 phase, the loaded phase (N CPU-bound processes beside every row), or both.
 """
 
@@ -14,30 +18,16 @@ import contextlib
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence
 
 from .adapters import PEERS, NotAvailable
-from .cases import make_case
-from .results import BenchResults, Measurement, RowResult, efficiency_row
-from .rounds import RoundCase, make_round_case, round_case_names
+from .results import BenchResults, Measurement, RowResult
+from .rounds import RoundCase
 from .server import ServerError, WrongResult
 from .workloads import Config, Row
 
 if TYPE_CHECKING:
     from .report import Progress
-
-# Re-exported: the pytest-benchmark harness (benches/) builds on these.
-__all__ = [
-    "BenchResults",
-    "Measurement",
-    "RowResult",
-    "count_steps",
-    "cpu_load",
-    "efficiency_row",
-    "make_case",
-    "measure_row",
-    "run_all",
-]
 
 
 @contextlib.contextmanager
@@ -65,14 +55,116 @@ def _error_text(e: BaseException) -> str:
     return f"error: {type(e).__name__}: {e}"
 
 
-def _available_cases(row: Row, impls: Sequence[str], cfg: Config) -> Dict[str, RoundCase]:
-    cases: Dict[str, RoundCase] = {}
-    for name in round_case_names(row, list(impls)):
+class RowRounds:
+    """The rounds of ``row`` on ``names`` (implementations, "serial"), one
+    ``run_round`` at a time: each round runs every case still going once, in
+    turn, so that a burst of outside load lands on all of them and round i
+    of each pairs up with round i of the others; the order reverses every
+    other round, so no implementation always runs right after the same
+    other one. A case is opened before its first round (untimed; ``open``
+    opens them all at once) and closed after its last. A failure becomes
+    its Measurement's error (n/a, wrong result, error), and that case runs
+    no more rounds; so does a peer once it has spent ``cfg.peer_budget_s``.
+    A context manager: closes every case at the end, kills them at once if
+    interrupted."""
+
+    def __init__(
+        self,
+        row: Row,
+        names: Sequence[str],
+        cfg: Config,
+        progress: Optional[Progress] = None,
+        load: int = 0,
+    ) -> None:
+        self.row, self.cfg, self.progress, self.load = row, cfg, progress, load
+        self.results = {name: Measurement() for name in names}
+        self.cases: Dict[str, RoundCase] = {}
+        for name in names:
+            try:
+                self.cases[name] = row.round_case(name, cfg)
+            except NotAvailable as e:
+                self.results[name].error = f"n/a: {e}"
+        self.rounds = row.rounds(cfg)
+        self.done = 0  # rounds run
+        self._spent = dict.fromkeys(names, 0.0)
+        self._started: List[str] = []  # opened (or tried), in order
+        self._open: List[str] = []  # opened and not yet closed
+
+    def open(self) -> None:
+        """Opens every case not yet opened (untimed)."""
+        for name in list(self.cases):
+            self._open_case(name)
+
+    def run_round(self) -> None:
+        """Runs the next round of every case still going."""
+        rnd, self.done = self.done, self.done + 1
+        order = list(self.cases) if rnd % 2 == 0 else list(reversed(self.cases))
+        for name in order:
+            m = self.results[name]
+            if m.error is not None or name not in self.cases:
+                continue
+            if self.progress:
+                loaded = f" · {self.load} busy" if self.load else ""
+                where = f"{name} · round {rnd + 1}/{self.rounds}"
+                self.progress.step(f"{self.row.label} {self.row.title}{loaded} · {where}")
+            if self._open_case(name):
+                try:
+                    t0 = time.perf_counter()
+                    result = self.cases[name].round()
+                    self._spent[name] += time.perf_counter() - t0
+                    m.times.append(result.seconds)
+                    if result.cold is not None:
+                        m.cold.append(result.cold)
+                except Exception as e:
+                    m.error = _error_text(e)
+            # A peer stops once it has spent its budget (ferropool and the
+            # stdlib always get every round: their ratio is the point).
+            over_budget = name in PEERS and self._spent[name] > self.cfg.peer_budget_s
+            if m.error is not None or over_budget or rnd >= self.rounds - 1:
+                self._finish(name)
+                if over_budget:
+                    del self.cases[name]
+
+    def _open_case(self, name: str) -> bool:
+        """Opens the case the first time; whether it is open and going."""
+        if name not in self._started:
+            self._started.append(name)
+            self._open.append(name)
+            try:
+                self.cases[name].open()
+            except Exception as e:
+                self.results[name].error = _error_text(e)
+        return self.results[name].error is None and name in self._open
+
+    def _finish(self, name: str) -> None:
+        """Closes a case that runs no more rounds (frees its workers now)."""
+        if name not in self._open:
+            return
+        self._open.remove(name)
         try:
-            cases[name] = make_round_case(row, name, cfg)
-        except NotAvailable:
-            continue
-    return cases
+            self.cases[name].close()
+        except Exception as e:
+            if self.results[name].error is None:
+                self.results[name].error = f"error closing: {_error_text(e)}"
+
+    def close(self) -> None:
+        for name in reversed(list(self._open)):
+            self._finish(name)
+
+    def abort(self) -> None:
+        """Ends every case now rather than wait for the rounds they run."""
+        for name in reversed(self._open):
+            self.cases[name].abort()
+        self._open.clear()
+
+    def __enter__(self) -> RowRounds:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def measure_row(
@@ -83,77 +175,13 @@ def measure_row(
     load: int = 0,
 ) -> RowResult:
     """Time ``row`` on each implementation (and the cpu-bound row's serial
-    baseline): ``cfg.rounds(row)`` rounds, each running every implementation
-    once in turn, so that a burst of outside load lands on all of them, and
-    round i of each pairs up with round i of the others. The order reverses
-    every other round: no implementation always runs right after the same
-    other one. With ``load``, that many CPU-bound processes run throughout
-    (the cases are opened under load too)."""
-    names = round_case_names(row, list(impls))
-    out = {name: Measurement() for name in names}
-    cases: Dict[str, RoundCase] = {}
-    for name in names:
-        try:
-            cases[name] = make_round_case(row, name, cfg)
-        except NotAvailable as e:
-            out[name].error = f"n/a: {e}"
-    rounds = cfg.rounds(row)
-    spent = dict.fromkeys(names, 0.0)
-    opened: List[str] = []
-
-    def finish(name: str) -> None:
-        """Closes a case that runs no more rounds (frees its workers now)."""
-        if name not in opened:
-            return
-        opened.remove(name)
-        try:
-            cases[name].close()
-        except Exception as e:
-            if out[name].error is None:
-                out[name].error = f"error closing: {_error_text(e)}"
-
-    with cpu_load(load):
-        try:
-            for rnd in range(rounds):
-                order = list(cases) if rnd % 2 == 0 else list(reversed(cases))
-                for name in order:
-                    m = out[name]
-                    if m.error is not None or name not in cases:
-                        continue
-                    if progress:
-                        loaded = f" · {load} busy" if load else ""
-                        where = f"{name} · round {rnd + 1}/{rounds}"
-                        progress.step(f"{row.label} {row.title}{loaded} · {where}")
-                    try:
-                        if rnd == 0:
-                            opened.append(name)
-                            cases[name].open()
-                        t0 = time.perf_counter()
-                        result = cases[name].round()
-                        spent[name] += time.perf_counter() - t0
-                        m.times.append(result.seconds)
-                        if result.cold is not None:
-                            m.cold.append(result.cold)
-                    except Exception as e:
-                        m.error = _error_text(e)
-                    # A peer stops once it has spent its budget (ferropool and
-                    # the stdlib always get every round: their ratio is the point).
-                    over_budget = name in PEERS and spent[name] > cfg.peer_budget_s
-                    if m.error is not None or over_budget or rnd == rounds - 1:
-                        finish(name)
-                        if over_budget:
-                            del cases[name]
-        except BaseException:
-            # Interrupted (Ctrl-C): end every server now rather than wait
-            # for the rounds they are running.
-            for name in reversed(opened):
-                cases[name].abort()
-            opened.clear()
-            raise
-        finally:
-            for name in reversed(list(opened)):
-                finish(name)
-    return RowResult(row, out, load)
+    baseline): ``row.rounds(cfg)`` interleaved rounds (``RowRounds``). With
+    ``load``, that many CPU-bound processes run throughout (the cases are
+    opened under load too)."""
+    with cpu_load(load), RowRounds(row, row.case_names(impls), cfg, progress, load) as rounds:
+        for _ in range(rounds.rounds):
+            rounds.run_round()
+    return RowResult(row, rounds.results, load)
 
 
 def run_all(
@@ -176,12 +204,12 @@ def run_all(
     for row in selected:
         for n in loads:
             phase = out.loaded if n else out.quiet
-            if row.kind == "efficiency":
-                cpu = next((r for r in phase if r.row.key == "cpu_bound"), None)
-                if cpu is not None and "serial" in cpu.results:
-                    phase.append(efficiency_row(row, cpu, cpu.results["serial"], cfg.processes))
+            if row.derive is None:
+                phase.append(measure_row(row, impls, cfg, progress, n))
                 continue
-            phase.append(measure_row(row, impls, cfg, progress, n))
+            derived = row.derive(row, phase, cfg)
+            if derived is not None:
+                phase.append(derived)
     if progress:
         progress.done()
     return out
@@ -192,6 +220,12 @@ def count_steps(impls: Sequence[str], selected: Sequence[Row], cfg: Config, phas
     make it an upper bound)."""
     n = 0
     for row in selected:
-        if row.kind != "efficiency":
-            n += len(_available_cases(row, impls, cfg)) * cfg.rounds(row) * phases
+        if row.derive is not None:
+            continue
+        for name in row.case_names(impls):
+            try:
+                row.round_case(name, cfg)
+            except NotAvailable:
+                continue
+            n += row.rounds(cfg) * phases
     return n

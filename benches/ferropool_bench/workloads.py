@@ -1,31 +1,28 @@
-"""The workloads: the task functions the workers run, and the rows of the report.
+"""What a row is: its data (``Row``), how it is measured, and what a case
+server's pool runs for it (the ``Workload`` classes); the run's ``Config``.
 
-The task functions (``inc``, ``identity``, ``burn``) are defined in
-``ferropool_bench.tasks``, a module that imports nothing, so that workers of
-every start method (spawn and forkserver included) import them by name at
-little cost; they are re-exported here. ``rows`` lists the rows of the report
-with the sizes of a ``Config``; ``select_rows`` applies ``--workloads``.
+A row carries its behaviour with it: ``Row.measure``, the round case that
+times it (``rounds``), ``Row.work``, what the pool runs (a ``Workload``),
+and ``Row.derive`` for a row computed from others (efficiency). The table
+of rows is ``suite.rows``: adding a row is one entry there (and a
+``Workload`` class if it runs something new). The task functions are in
+``tasks``, a module that imports nothing, which workers of every start
+method import by name.
 """
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
-from dataclasses import dataclass, field
-from typing import List, Optional
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Type
 
+from .adapters import NotAvailable
 from .tasks import burn, identity, inc
 
-__all__ = [
-    "MIB",
-    "START_METHODS",
-    "Config",
-    "Row",
-    "burn",
-    "identity",
-    "inc",
-    "rows",
-    "select_rows",
-]
+if TYPE_CHECKING:
+    from .results import RowResult
+    from .rounds import RoundCase
 
 MIB = 1 << 20
 START_METHODS = ["fork", "spawn", "forkserver"]
@@ -38,10 +35,6 @@ SCRIPT_ROUNDS = 10
 # Under load, no round of any row may be slower than the stdlib's (point 2 of
 # the performance issue): the worst per-round ratio's target.
 LOADED_WORST_ROUND_TARGET = 1.0
-
-
-# ---------------------------------------------------------------------------
-# Configuration and the list of rows of the report.
 
 
 @dataclass
@@ -82,24 +75,28 @@ class Config:
         """Rounds of the whole-script rows (10): cheap, so more of them."""
         return self.repeats if self.quick else max(self.repeats, SCRIPT_ROUNDS)
 
-    def rounds(self, row: Row) -> int:
-        """How many interleaved rounds ``row`` runs."""
-        return self.script_rounds if row.kind == "script" else self.repeats
+
+# A field of Row that the results' JSON leaves out: behaviour, not data.
+_NOT_SAVED = {"saved": False}
 
 
 @dataclass(frozen=True)
 class Row:
+    """One row of the report. Its data is saved with the results (what the
+    report shows, the targets); its behaviour is not: a row read back from
+    JSON is reported, never run."""
+
     key: str
     label: str  # "1", "5a", ...: what --workloads selects
     title: str
-    kind: str  # pool | executor | startup | script | cpu | efficiency
+    kind: str  # pool | executor | startup | script | cpu | efficiency: how the report shows it
     target: Optional[float]  # median ratio ferropool / stdlib; for efficiency: the minimum
     n: int = 0
-    method: str = ""
-    first: bool = True
+    method: str = ""  # start-up and whole-script rows: the start method they time
+    first: bool = True  # start-up rows: the first pool of an interpreter, or the next ones
     # Pools of this many workers instead of --processes (oversubscribed rows).
     workers: int = 0
-    # The workload this row runs, when its key says more (default: the key).
+    # The row whose workload this one runs, when it is another (9a, 9b: 1, 2).
     workload: str = ""
     # Payload rows: the target of the first payload call in a fresh
     # interpreter (the "cold" ratio), beside ``target`` for the warm one.
@@ -107,176 +104,200 @@ class Row:
     # The median ratio's target under load, where the issue gives one (every
     # row also has LOADED_WORST_ROUND_TARGET for its worst round).
     loaded_target: Optional[float] = None
+    # How a round is timed: the round case (rounds), made per implementation.
+    measure: Optional[Type[RoundCase]] = field(
+        default=None, compare=False, repr=False, metadata=_NOT_SAVED
+    )
+    # What a case server's pool runs, for the rows timed in one.
+    work: Optional[Workload] = field(default=None, compare=False, repr=False, metadata=_NOT_SAVED)
+    # A row computed from the rows measured before it in the same phase
+    # (efficiency, from the cpu-bound row); such a row runs nothing.
+    derive: Optional[Callable[[Row, Sequence[RowResult], Config], Optional[RowResult]]] = field(
+        default=None, compare=False, repr=False, metadata=_NOT_SAVED
+    )
 
-    @property
-    def runs(self) -> str:
-        return self.workload or self.key
+    def saved(self) -> Dict[str, Any]:
+        """The row's data, as the results' JSON holds it."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata != _NOT_SAVED}
 
+    @classmethod
+    def from_saved(cls, d: Dict[str, Any]) -> Row:
+        names = {f.name for f in fields(cls) if f.metadata != _NOT_SAVED}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
-# Pool sizes of the oversubscribed rows (9a, 9b), whatever the core count.
-OVERSUBSCRIBED = (16, 64)
+    def round_case(self, impl: str, cfg: Config) -> RoundCase:
+        """This row's round case on ``impl``; NotAvailable where ``impl`` has
+        no equivalent of it."""
+        if self.measure is None:
+            raise ValueError(f"row {self.key} is not run: it is derived or was read back")
+        return self.measure(self, impl, cfg)
 
+    def rounds(self, cfg: Config) -> int:
+        """How many interleaved rounds the row runs."""
+        return self.measure.rounds(cfg) if self.measure is not None else 0
 
-def _k(n: int) -> str:
-    return f"{n:,}"
-
-
-def rows(cfg: Config) -> List[Row]:
-    """The rows of the report, with the sizes of this configuration."""
-    n_apply = cfg.size(2_000, 200)
-    n_small = cfg.size(20_000, 2_000)
-    n_big = cfg.size(200_000, 20_000)
-    n_payload = cfg.size(64, 8)
-    n_cpu = cfg.size(64, 16)
-    w = cfg.processes
-    out = [
-        Row(
-            "apply_round_trip",
-            "1",
-            f"apply_async(f, (i,)).get() x {_k(n_apply)}",
-            "pool",
-            0.07,
-            n_apply,
-            loaded_target=0.50,
-        ),
-        Row(
-            "map_chunksize_1",
-            "2",
-            f"map(f, range({_k(n_small)}), chunksize=1)",
-            "pool",
-            0.25,
-            n_small,
-        ),
-        Row(
-            "imap_unordered_chunksize_1",
-            "3",
-            f"imap_unordered(f, range({_k(n_small)}), chunksize=1)",
-            "pool",
-            0.25,
-            n_small,
-        ),
-        Row(
-            "map_default_chunksize",
-            "4",
-            f"map(f, range({_k(n_big)})), default chunksize",
-            "pool",
-            0.45,
-            n_big,
-        ),
-        Row(
-            "payload_bytes",
-            "5a",
-            f"map(identity, {n_payload} x 8 MiB bytes, chunksize=1)",
-            "pool",
-            0.35,
-            n_payload,
-            cold_target=0.25,
-        ),
-        Row(
-            "payload_arrays",
-            "5b",
-            f"map(identity, {n_payload} x 8 MiB numpy, chunksize=1)",
-            "pool",
-            0.25,
-            n_payload,
-        ),
-    ]
-    available = multiprocessing.get_all_start_methods()
-    for m in START_METHODS:
-        if m not in available:
-            continue
-        out.append(
-            Row(f"startup_{m}_first", "6", f"start-up {m}: first pool", "startup", 1.0, 4, m, True)
-        )
-        out.append(
-            Row(
-                f"startup_{m}_repeated",
-                "6",
-                f"start-up {m}: repeated pools",
-                "startup",
-                1.0,
-                4,
-                m,
-                False,
-            )
-        )
-    out += [
-        Row("cpu_bound", "7", f"cpu-bound: {n_cpu} x ~15 ms tasks", "cpu", 1.05, n_cpu),
-        Row("cpu_efficiency", "7", f"cpu-bound: % of {w}x serial speed", "efficiency", 0.90, n_cpu),
-        Row(
-            "executor_round_trip",
-            "8a",
-            f"executor submit(f, i).result() x {_k(n_apply)}",
-            "executor",
-            0.12,
-            n_apply,
-        ),
-        Row(
-            "executor_map_chunksize_1",
-            "8b",
-            f"executor.map(f, range({_k(n_small)}), chunksize=1)",
-            "executor",
-            0.15,
-            n_small,
-        ),
-    ]
-    # More workers than cores: each keeps the ratio of its 2-worker row.
-    for label, workers in (("9a", OVERSUBSCRIBED[0]), ("9b", OVERSUBSCRIBED[1])):
-        out += [
-            Row(
-                f"apply_round_trip_{workers}_workers",
-                label,
-                f"{workers} workers: apply_async(f, (i,)).get() x {_k(n_apply)}",
-                "pool",
-                0.20,
-                n_apply,
-                workers=workers,
-                workload="apply_round_trip",
-            ),
-            Row(
-                f"map_chunksize_1_{workers}_workers",
-                label,
-                f"{workers} workers: map(f, range({_k(n_small)}), chunksize=1)",
-                "pool",
-                0.25,
-                n_small,
-                workers=workers,
-                workload="map_chunksize_1",
-            ),
-        ]
-    # Point 1's short script, run as a process and timed from outside.
-    for m in START_METHODS:
-        if m in available:
-            out.append(
-                Row(
-                    f"script_{m}",
-                    "10",
-                    f"whole script, {m}: Pool(2).map(sq, range(100))",
-                    "script",
-                    0.90,
-                    100,
-                    m,
-                )
-            )
-    return out
+    def case_names(self, impls: Sequence[str]) -> List[str]:
+        """What the row runs on: the implementations, after the serial
+        baseline where its workload has one (efficiency is derived from it)."""
+        baseline = self.work is not None and self.work.serial_baseline
+        return ["serial", *impls] if baseline else list(impls)
 
 
-def select_rows(all_rows: List[Row], spec: Optional[str]) -> List[Row]:
-    """``--workloads 1,5a,startup_fork_first``: by label (``5`` takes 5a and
-    5b) or by key."""
-    if not spec:
-        return all_rows
-    wanted = [s.strip() for s in spec.split(",") if s.strip()]
-    chosen = [
-        r
-        for r in all_rows
-        if any(
-            r.key == s or r.label == s or (s.isdigit() and r.label.rstrip("ab") == s)
-            for s in wanted
-        )
-    ]
-    if any(r.key == "cpu_efficiency" for r in chosen) and not any(
-        r.key == "cpu_bound" for r in chosen
-    ):
-        chosen.insert(0, next(r for r in all_rows if r.key == "cpu_bound"))
-    return chosen
+# ---------------------------------------------------------------------------
+# Workloads: what a case server's pool runs for a row (cases.Case drives them).
+
+
+class Workload:
+    """A row's work in a pool or executor: ``data`` makes its input,
+    ``prepare`` does what else must come before the clock, ``warm`` runs
+    every code path once (all untimed), ``run`` is the timed part, ``check``
+    looks at its result. Instances are small and picklable: a case server
+    receives its row's."""
+
+    executor = False  # opens an executor (submit/map) instead of a pool
+    serial_baseline = False  # the row also times the work serially
+
+    def available(self, impl: str) -> None:
+        """Raises NotAvailable where ``impl`` has no equivalent of it."""
+        if self.executor and impl in ("billiard", "mpire"):
+            raise NotAvailable(f"{impl}: no concurrent.futures executor")
+
+    def data(self, n: int) -> Any:
+        # The map rows are defined over a range, as the issue states them
+        # (a list would skip the work of making the input's ints).
+        return range(n)
+
+    def prepare(self, n: int) -> None:
+        pass
+
+    def warm(self, api: Any, items: List[int]) -> None:
+        api.map(inc, items, 1)
+
+    def run(self, api: Any, data: Any) -> Any:
+        raise NotImplementedError
+
+    def run_serial(self, data: Any) -> Any:
+        """The work in this process, where ``serial_baseline``."""
+        raise NotImplementedError
+
+    def check(self, result: Any, n: int) -> bool:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class RoundTrips(Workload):
+    """``apply_async(inc, (i,)).get()`` for each i in turn (an executor:
+    ``submit(inc, i).result()``)."""
+
+    executor: bool = False
+
+    def data(self, n: int) -> Any:
+        return list(range(n))
+
+    def warm(self, api: Any, items: List[int]) -> None:
+        for i in items:
+            api.apply(inc, i)
+
+    def run(self, api: Any, data: Any) -> Any:
+        total = 0
+        for i in data:
+            total += api.apply(inc, i)
+        return total
+
+    def check(self, result: Any, n: int) -> bool:
+        return bool(result == n * (n + 1) // 2)
+
+
+@dataclass(frozen=True)
+class MapInc(Workload):
+    """``map(inc, range(n), chunksize)``; None: the Pool's default chunksize
+    (an executor gets the Pool's rule too, see adapters)."""
+
+    chunksize: Optional[int] = 1
+    executor: bool = False
+
+    def run(self, api: Any, data: Any) -> Any:
+        return api.map(inc, data, self.chunksize)
+
+    def check(self, result: Any, n: int) -> bool:
+        return list(result) == list(range(1, n + 1))
+
+
+class ImapUnordered(Workload):
+    """``imap_unordered(inc, range(n), 1)`` (executors have none: n/a)."""
+
+    def warm(self, api: Any, items: List[int]) -> None:
+        api.imap_unordered(inc, items, 1)
+
+    def run(self, api: Any, data: Any) -> Any:
+        return api.imap_unordered(inc, data, 1)
+
+    def check(self, result: Any, n: int) -> bool:
+        return sorted(result) == list(range(1, n + 1))
+
+
+@dataclass(frozen=True)
+class Payloads(Workload):
+    """``map(identity, n x 8 MiB, chunksize=1)`` of bytes or numpy arrays.
+    Warmed up with small tasks only: the first payload call is what the
+    payload rows time as "cold"."""
+
+    numpy: bool = False
+
+    def available(self, impl: str) -> None:
+        if self.numpy:
+            _numpy()
+
+    def data(self, n: int) -> Any:
+        if not self.numpy:
+            return [bytes(8 * MIB)] * n
+        return [_numpy().arange(MIB, dtype="float64")] * n  # 8 MiB
+
+    def run(self, api: Any, data: Any) -> Any:
+        return api.map(identity, data, 1)
+
+    def check(self, result: Any, n: int) -> bool:
+        if len(result) != n:
+            return False
+        if self.numpy:
+            return all(r.shape == (MIB,) and r[-1] == MIB - 1 for r in result)
+        return all(len(r) == 8 * MIB for r in result)
+
+
+def _numpy() -> Any:
+    try:
+        return importlib.import_module("numpy")
+    except ImportError:
+        raise NotAvailable("numpy is not installed") from None
+
+
+_serial_cpu: Dict[int, List[str]] = {}
+
+
+def serial_cpu(n: int) -> List[str]:
+    """The cpu-bound workload run in this process (the expected results)."""
+    if n not in _serial_cpu:
+        _serial_cpu[n] = [burn(i) for i in range(n)]
+    return _serial_cpu[n]
+
+
+class CpuBound(Workload):
+    """``map(burn, range(n), chunksize=1)``: ~15 ms tasks; also timed
+    serially (the baseline of the efficiency row)."""
+
+    serial_baseline = True
+
+    def data(self, n: int) -> Any:
+        return list(range(n))
+
+    def prepare(self, n: int) -> None:
+        serial_cpu(n)  # the expected results
+
+    def run(self, api: Any, data: Any) -> Any:
+        return api.map(burn, data, 1)
+
+    def run_serial(self, data: Any) -> Any:
+        return [burn(i) for i in data]
+
+    def check(self, result: Any, n: int) -> bool:
+        return list(result) == serial_cpu(n)
