@@ -42,28 +42,30 @@ test-bigmem: install
 conformance: install
 	$(PY) conformance/run.py $(CONFORMANCE_ARGS)
 
-# Every workload on ferropool, the stdlib and the installed peers (the bench
-# extra installs loky, billiard, pebble and mpire), then the ratio table.
+# The benchmark suite lives in benches/ (ferropool_bench, not installed: the
+# wheel holds ferropool only). Every workload on ferropool, the stdlib and the
+# installed peers (the bench extra installs loky, billiard, pebble and mpire),
+# through pytest-benchmark, then the ratio table.
 # Quicker: make bench PYTEST_ARGS=--bench-quick
 bench: install
 	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) -m pytest benches -p no:cacheprovider --benchmark-columns=min,median,max,rounds $(PYTEST_ARGS)
 
 # The full comparison as in the README: docs/bench-results.json and the chart
-# docs/bench.png (python -m ferropool bench), every row quiet and then beside
-# two CPU-bound processes (about 25 minutes on 2 cores).
+# docs/bench.png (python benches/run.py; --help for its options), every row
+# quiet and then beside two CPU-bound processes (about 25 minutes on 2 cores).
 bench-chart: install
 	$(PY) -m pip install -q -e '.[test,bench]'
-	$(PY) -m ferropool bench --also-load 2 --json docs/bench-results.json --chart docs/bench.png
+	$(PY) benches/run.py --also-load 2 --json docs/bench-results.json --chart docs/bench.png
 
 lint: install
 	$(PY) -m pip install -q -e '.[test,lint]'
 	cargo fmt --check
 	PYO3_PYTHON=$(abspath $(PY)) cargo clippy --all-targets --quiet -- -D warnings
 	$(PY) -m ruff check python tests benches conformance
-	$(PY) -m ruff format --check python
+	$(PY) -m ruff format --check python benches
 	$(PY) -m mypy.stubtest ferropool._native
-	$(PY) -m mypy python/ferropool
+	$(PY) -m mypy python/ferropool benches/ferropool_bench
 
 clean:
 	rm -rf $(VENV) target .pytest_cache .conformance

@@ -1,14 +1,17 @@
-"""pytest-benchmark harness for ferropool's benchmark suite.
+"""pytest-benchmark harness for ferropool's benchmark suite (``make bench``).
 
-Every workload of ``ferropool.bench`` is a test, parametrised over the
-implementations installed here (ferropool, the stdlib, loky, billiard, pebble,
-mpire). pytest-benchmark prints its own statistics per group (one group per
-workload); at the end this conftest prints the same ratio table as
-``python -m ferropool bench`` (quiet only): the median time per
-implementation, ferropool / stdlib of the medians, the target and whether it
-is met. Unlike ``python -m ferropool bench``, the implementations run one
-after the other (no interleaved rounds, so no per-round ratios), and the pool
-rows in this process.
+Every row of ``ferropool_bench.suite`` is a test per implementation
+installed here (ferropool, the stdlib, loky, billiard, pebble, mpire; the
+cpu-bound row also its serial baseline), measured by the same runner as
+``python benches/run.py`` (``ferropool_bench.runner.RowRounds``): each
+implementation in a fresh interpreter of its own. pytest-benchmark prints
+its own statistics per group (one group per row), timed from this process;
+at the end this conftest prints the same ratio table as ``python
+benches/run.py`` (quiet only) from the times measured where the work ran:
+the median time per implementation, ferropool / stdlib of the medians, the
+target and whether it is met. Unlike ``python benches/run.py``, the
+implementations run one after the other (no interleaved rounds, so no
+per-round ratios), and every one gets every round.
 
 Options: --bench-quick (smaller sizes, one round), --bench-repeats N (at
 least 5 but with --bench-quick),
@@ -18,17 +21,19 @@ least 5 but with --bench-quick),
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 from typing import Any, Dict, List
 
 import pytest
-from ferropool.bench.adapters import installed_implementations
-from ferropool.bench.chart import draw_chart
-from ferropool.bench.report import metadata, report_lines, summary_line
-from ferropool.bench.results import BenchResults, to_json
-from ferropool.bench.runner import Measurement, RowResult, efficiency_row
-from ferropool.bench.workloads import Config, rows, select_rows
+from ferropool_bench.adapters import installed_implementations
+from ferropool_bench.chart import draw_chart
+from ferropool_bench.report import metadata, report_lines, summary_line
+from ferropool_bench.results import BenchResults, Measurement, RowResult, to_json
+from ferropool_bench.suite import rows, select_rows
+from ferropool_bench.workloads import Config
 
 
 def pytest_addoption(parser: Any) -> None:
@@ -57,6 +62,9 @@ def _config(config: Any) -> Config:
             )
         except ValueError as e:
             raise pytest.UsageError(f"--bench-repeats: {e}") from None
+        # pytest-benchmark's statistics want every round of every
+        # implementation: no peer stops early here.
+        cfg = dataclasses.replace(cfg, peer_budget_s=math.inf)
         config._ferropool_bench_cfg = cfg
         config._ferropool_bench_store = {}
         impls = installed_implementations()
@@ -75,12 +83,11 @@ def pytest_generate_tests(metafunc: Any) -> None:
     _config(config)
     params, ids = [], []
     for row in config._ferropool_bench_rows:
-        if row.kind == "efficiency":
-            continue  # derived from the cpu-bound row and its serial baseline
-        impls = config._ferropool_bench_impls
-        for impl in ["serial", *impls] if row.kind == "cpu" else impls:
-            params.append((row, impl))
-            ids.append(f"{row.label}-{row.key}-{impl}")
+        if row.derive is not None:
+            continue  # derived from the rows before it (efficiency: the cpu-bound row)
+        for name in row.case_names(config._ferropool_bench_impls):
+            params.append((row, name))
+            ids.append(f"{row.label}-{row.key}-{name}")
     metafunc.parametrize("bench_case", params, ids=ids)
 
 
@@ -106,20 +113,19 @@ def bench_store(request: Any) -> Dict[str, Dict[str, Measurement]]:
 
 def _results(config: Any) -> BenchResults:
     store = config._ferropool_bench_store
-    impls = config._ferropool_bench_impls
+    cfg = config._ferropool_bench_cfg
     out: List[RowResult] = []
     for row in config._ferropool_bench_rows:
-        if row.kind == "efficiency":
-            cpu = next((r for r in out if r.row.key == "cpu_bound"), None)
-            if cpu is not None and "serial" in cpu.results:
-                cfg = config._ferropool_bench_cfg
-                out.append(efficiency_row(row, cpu, cpu.results["serial"], cfg.processes))
+        if row.derive is not None:
+            derived = row.derive(row, out, cfg)
+            if derived is not None:
+                out.append(derived)
             continue
         got = store.get(row.key)
         if not got:
             continue
-        names = ["serial", *impls] if row.kind == "cpu" else impls
         missing = Measurement([], "n/a: not run")
+        names = row.case_names(config._ferropool_bench_impls)
         out.append(RowResult(row, {i: got.get(i, missing) for i in names}))
     return BenchResults(quiet=out)
 
@@ -133,6 +139,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
         return
     meta = metadata(config._ferropool_bench_cfg, config._ferropool_bench_impls)
     meta["harness"] = "pytest-benchmark"  # the report says how its rounds ran
+    meta["peer_budget_s"] = None  # none: every implementation ran every round
     tr = terminalreporter
     tr.section("ferropool / stdlib (medians, lower is better)")
     for line in report_lines(results, meta):

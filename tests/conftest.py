@@ -3,7 +3,10 @@
 tests/ goes on sys.path so that `_helpers` and `_support` import here; spawn
 and forkserver workers get the parent's sys.path through the stdlib's
 preparation data, and scripts run in a subprocess get it through PYTHONPATH
-(see `_support.child_env`)."""
+(see `_support.child_env`). benches/ goes there too, for the benchmark
+suite's own tests (test_bench_runner.py imports ferropool_bench); the
+interpreters the suite starts find it on their own
+(`ferropool_bench.adapters.child_env`)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,10 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
+# Last: nothing else in benches/ (its conftest, run.py) may shadow a module.
+BENCHES = TESTS.parent / "benches"
+if str(BENCHES) not in sys.path:
+    sys.path.append(str(BENCHES))
 
 import _fault_helpers as fh  # noqa: E402
 import ferropool  # noqa: E402

@@ -5,17 +5,22 @@ stdlib only; nothing here asserts a speed."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
+import pickle
 import signal
 import time
 
 import psutil
 import pytest
-from ferropool.bench import cli, rounds, server
-from ferropool.bench.report import report_lines, summary_line
-from ferropool.bench.results import (
+from _bench_helpers import MESSAGE, FailingWork
+from _support import TESTS
+from ferropool import _demo_tasks
+from ferropool_bench import cli, rounds, server, tasks
+from ferropool_bench.report import report_lines, summary_line
+from ferropool_bench.results import (
     BenchResults,
     Measurement,
     RowResult,
@@ -23,9 +28,10 @@ from ferropool.bench.results import (
     from_json,
     to_json,
 )
-from ferropool.bench.runner import measure_row, run_all
-from ferropool.bench.server import CaseServer, ServerError
-from ferropool.bench.workloads import Config, Row, rows
+from ferropool_bench.runner import measure_row, run_all
+from ferropool_bench.server import CaseServer, ServerError
+from ferropool_bench.suite import rows, select_rows
+from ferropool_bench.workloads import Config, Row
 
 IMPLS = ["ferropool", "stdlib"]
 
@@ -38,6 +44,12 @@ def quick(repeats: int = 1, **overrides: object) -> Config:
 def row(name: str, **changes: object) -> Row:
     found = next(r for r in rows(quick()) if r.key == name)
     return dataclasses.replace(found, **changes)
+
+
+@pytest.fixture
+def on_server_path(monkeypatch):
+    """tests/ on the case servers' PYTHONPATH: they import _bench_helpers."""
+    monkeypatch.setenv("PYTHONPATH", str(TESTS))
 
 
 def group_members(pgid: int) -> list:
@@ -84,14 +96,14 @@ def test_case_server_times_rounds_and_closes(impl):
 
 
 @pytest.mark.timeout(120)
-def test_a_server_error_is_reported_and_leaves_nothing():
-    bad = row("apply_round_trip", n=20, workload="no_such_workload")
+def test_a_server_error_is_reported_and_leaves_nothing(on_server_path):
+    bad = row("map_chunksize_1", n=20, work=FailingWork())
     s = CaseServer(bad, "ferropool", quick())
     try:
-        s.start()  # the pool opens: the workload is only looked up in run
+        s.start()  # the pool opens and warms up: the workload fails in run
         pid = s.pid
         assert pid is not None
-        with pytest.raises(ServerError, match="no such workload"):
+        with pytest.raises(ServerError, match=MESSAGE):
             s.run()
         assert s.pid is None
         assert gone(pid)
@@ -118,16 +130,12 @@ def test_a_server_that_dies_is_noticed_even_while_its_workers_live():
 
 @pytest.mark.timeout(60)
 def test_a_server_that_fails_at_start_names_its_last_stderr_line(monkeypatch):
-    real = server.spec_json
-
     def broken(r, impl, cfg):
-        spec = json.loads(real(r, impl, cfg))
-        spec["row"]["no_such_field"] = 1
-        return json.dumps(spec)
+        return base64.b64encode(pickle.dumps(("not", "a spec"))).decode()
 
-    monkeypatch.setattr(server, "spec_json", broken)
+    monkeypatch.setattr(server, "spec_arg", broken)
     s = CaseServer(row("apply_round_trip", n=20), "ferropool", quick())
-    with pytest.raises(ServerError, match=r"died \(exit 1\) during 'start': TypeError"):
+    with pytest.raises(ServerError, match=r"died \(exit 1\) during 'start': ValueError"):
         s.start()
     assert s.proc is None
 
@@ -152,12 +160,12 @@ def test_measure_row_gives_every_round_and_medians():
 
 
 @pytest.mark.timeout(120)
-def test_a_failing_case_becomes_an_error_cell_and_leaves_no_process():
-    bad = row("apply_round_trip", n=20, key="bench_test_failing_row", workload="no_such_workload")
+def test_a_failing_case_becomes_an_error_cell_and_leaves_no_process(on_server_path):
+    bad = row("map_chunksize_1", n=20, key="bench_test_failing_row", work=FailingWork())
     rr = measure_row(bad, IMPLS, quick(repeats=2, start_method="fork"))
     for impl in IMPLS:
         m = rr.results[impl]
-        assert m.error is not None and m.error.startswith("error: ValueError: no such workload")
+        assert m.error is not None and m.error.startswith(f"error: ValueError: {MESSAGE}")
         assert m.median is None
     assert rr.ratio is None and rr.met is None
     # Forked workers keep their server's command line, which names the row.
@@ -248,7 +256,8 @@ def test_full_runs_take_at_least_five_rounds_and_scripts_ten():
         Config.make(quick=False, repeats=3)
     assert Config.make().repeats == 5
     assert Config.make(quick=True).repeats == 1
-    assert Config.make().rounds(row("script_spawn")) == 10
+    assert row("script_spawn").rounds(Config.make()) == 10
+    assert row("apply_round_trip").rounds(Config.make()) == 5
     with pytest.raises(SystemExit):
         cli.main(["--repeats", "2", "--workloads", "1"])
 
@@ -319,6 +328,35 @@ def test_json_round_trip():
     again = from_json(data)
     assert report_lines(again, meta) == report_lines(results, meta)
     assert to_json(again, meta) == to_json(results, meta)
+
+
+def test_the_published_results_read_back_unchanged():
+    """docs/bench-results.json (the README's run) reads back and writes out
+    as it is, and its rows hold exactly the suite's saved fields: a row's
+    behaviour stays out of the JSON."""
+    with open(TESTS.parent / "docs" / "bench-results.json") as f:
+        data = json.load(f)
+    assert to_json(from_json(data), data["meta"]) == data
+    saved = set(rows(quick())[0].saved())
+    assert {k for k in data["rows"][0] if k not in ("met", "missed", "quiet", "loaded")} == saved
+    read_back = from_json(data).quiet[0].row
+    assert read_back.measure is None and read_back.work is None
+    with pytest.raises(ValueError, match="not run"):
+        read_back.round_case("ferropool", quick())
+
+
+def test_every_row_is_measured_or_derived():
+    for r in rows(quick()):
+        assert (r.measure is None) != (r.derive is None), r.key
+    chosen = select_rows(rows(quick()), "cpu_efficiency")
+    assert [r.key for r in chosen] == ["cpu_bound", "cpu_efficiency"]
+
+
+def test_the_demo_and_the_bench_burn_alike():
+    """The demo's task functions (installed) and the bench's (not: its
+    stdlib workers must not import ferropool) are two copies of one."""
+    assert _demo_tasks.burn(3) == tasks.burn(3)
+    assert _demo_tasks.inc(41) == tasks.inc(41) == 42
 
 
 def test_from_json_refuses_an_old_file(tmp_path, capsys):

@@ -22,7 +22,7 @@ import time
 from typing import Any, Callable, List, Tuple
 
 import ferropool
-from ferropool.bench.workloads import burn, inc
+from ferropool._demo_tasks import burn, inc
 
 
 def _cpu_bound(pool: Any) -> Tuple[str, int]:

@@ -4,6 +4,7 @@ the progress bar (JSON: ``results``; the chart: ``chart``)."""
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import os
 import platform
 import shutil
@@ -213,26 +214,23 @@ def metadata(
 def _source_revision() -> Optional[str]:
     """The git commit ferropool was built from, when it runs from a checkout
     (an editable install); "+modified" when the working tree differs."""
-    here = os.path.abspath(__file__)  # <root>/python/ferropool/bench/report.py
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(here))))
-    if not os.path.isdir(os.path.join(root, ".git")):
+    spec = importlib.util.find_spec("ferropool")  # finds it without importing it
+    if spec is None or spec.origin is None:
+        return None
+    # <root>/python/ferropool/__init__.py; in a git worktree .git is a file.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(spec.origin))))
+    if not os.path.exists(os.path.join(root, ".git")):
         return None
     env = dict(os.environ, GIT_OPTIONAL_LOCKS="0")  # read only: no index refresh
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", root, *args], capture_output=True, text=True, timeout=10, env=env
+        ).stdout.strip()
+
     try:
-        rev = subprocess.run(
-            ["git", "-C", root, "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            env=env,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            env=env,
-        ).stdout.strip()
+        rev = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
     return (rev + ("+modified" if dirty else "")) or None
@@ -254,15 +252,16 @@ def report_lines(results: BenchResults, meta: Dict[str, Any], markdown: bool = F
     lines = table_lines(results, impls, markdown)
     lines.append("")
     rounds = meta["repeats"]
-    how = (
-        "the rounds interleaved across the implementations, each implementation in a fresh "
-        f"interpreter of its own (peers: fewer rounds once a row has taken them "
-        f"{meta.get('peer_budget_s', 4.0):g} s)"
-    )
     if meta.get("harness") == "pytest-benchmark":
         how = (
-            "one implementation after the other, the pool rows in the pytest process "
+            "one implementation after the other, each in a fresh interpreter of its own "
             "(start-up, payload and whole-script rows: a fresh interpreter or process per round)"
+        )
+    else:
+        how = (
+            "the rounds interleaved across the implementations, each implementation in a fresh "
+            f"interpreter of its own (peers: fewer rounds once a row has taken them "
+            f"{meta.get('peer_budget_s', 4.0):g} s)"
         )
     has_script = any(p.row.kind == "script" for p in results.rows())
     script_rounds = f" (10: {meta.get('script_rounds', rounds)})" if has_script else ""

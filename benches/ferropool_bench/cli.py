@@ -1,11 +1,11 @@
-"""The command line: ``python -m ferropool bench`` (``main``).
+"""The command line: ``python benches/run.py`` (``main``).
 
-    python -m ferropool bench                  # the full comparison (quiet)
-    python -m ferropool bench --quick          # smaller sizes, one round
-    python -m ferropool bench --also-load 2 --json out.json --chart out.png
-                                               # quiet, then loaded, both reported
-    python -m ferropool bench --load 2         # loaded only: 2 CPU-bound processes beside
-    python -m ferropool bench --from-json out.json --chart out.png   # redraw only
+    python benches/run.py                     # the full comparison (quiet)
+    python benches/run.py --quick             # smaller sizes, one round
+    python benches/run.py --also-load 2 --json out.json --chart out.png
+                                              # quiet, then loaded, both reported
+    python benches/run.py --load 2            # loaded only: 2 CPU-bound processes beside
+    python benches/run.py --from-json out.json --chart out.png   # redraw only
 
 Exits with 1 when an implementation returned a wrong result, else 0."""
 
@@ -21,14 +21,15 @@ from .chart import draw_chart
 from .report import Progress, busy, metadata, report_lines, summary_line
 from .results import from_json, to_json
 from .runner import count_steps, cpu_load, run_all
-from .workloads import MIN_ROUNDS, SCRIPT_ROUNDS, Config, rows, select_rows
+from .suite import rows, select_rows
+from .workloads import MIN_ROUNDS, SCRIPT_ROUNDS, Config
 
 __all__ = ["cpu_load", "main"]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ferropool bench",
+        prog="python benches/run.py",
         description="Time ferropool against multiprocessing / concurrent.futures (and loky, "
         "billiard, pebble, mpire when installed) and print the ratio ferropool / stdlib "
         "of their medians, each implementation in a fresh interpreter, rounds interleaved.",

@@ -1,4 +1,7 @@
-"""The benchmark suite: ``python -m ferropool bench`` and ``make bench``.
+"""ferropool's benchmark suite: ``python benches/run.py`` (``make bench-chart``)
+and the pytest-benchmark harness beside this package (``make bench``). It lives
+in the source tree, not in the installed package: the wheel holds ferropool
+only.
 
 Every workload runs on ferropool and on the stdlib in the same run, and on the
 peers (loky, billiard, pebble, mpire) that are importable. Each row runs at
@@ -15,44 +18,36 @@ The data flow, one module a step:
 
 * ``tasks``: the task functions the workers import by name (``inc``,
   ``identity``, ``burn``), in a module that imports nothing;
-* ``workloads``: ``Config`` and the rows of the report (``rows``,
-  ``select_rows``), the round counts and targets;
 * ``adapters``: the implementations (``installed_implementations``,
   ``versions``) behind one Pool-like API (``open_pool``, ``open_executor``),
   and the start-up probe run in a fresh interpreter;
-* ``cases``: a ``Case`` per row and implementation, run in one process
-  (``make_case``);
+* ``workloads``: ``Config``; ``Row``, a row's data (saved with the results)
+  and its behaviour (not saved): the round case that times it
+  (``measure``), what a pool runs for it (``work``, a ``Workload``) or how
+  it is derived from others (``derive``);
+* ``cases``: a ``Case`` per row and implementation, run in one process: it
+  opens the pool and runs the row's ``Workload`` (``make_case``);
 * ``server``: the case server, a fresh interpreter that opens one ``Case``
   and times a round per command (``serve``; ``CaseServer`` is its other end);
-* ``rounds``: what the bench process times a round of: a case server's
-  round, a payload round in a fresh server, a start-up probe, the whole
-  script (``make_round_case``);
+* ``rounds``: what the bench process times a round of (``RoundCase``,
+  which a row names): a case server's round, a payload round in a fresh
+  server, a start-up probe, the whole script;
 * ``results``: every round's time (``Measurement``), a row's ratios and
   targets (``RowResult``), a run's quiet and loaded phases
   (``BenchResults``), JSON out and back in;
-* ``runner``: the rounds of a row interleaved (``measure_row``), every row
-  quiet and/or loaded (``run_all``);
+* ``suite``: the rows of the report (``rows``, ``select_rows``), each with
+  its sizes, targets and behaviour: adding a row is one entry there;
+* ``runner``: the rounds of a row interleaved (``RowRounds``,
+  ``measure_row``), every row quiet and/or loaded (``run_all``);
 * ``report``: the ratio table, its notes and summary, the metadata, the
   progress bar; ``chart``: the PNG chart;
-* ``cli``: ``main``, the command line tying them together (the
-  pytest-benchmark harness in ``benches/`` drives the cases row by row).
+* ``cli``: ``main``, the command line tying them together. The
+  pytest-benchmark harness beside this package measures each row and
+  implementation through ``runner.RowRounds`` too, and reports through
+  ``report``.
 
 Nothing heavy is imported at import time: ferropool's pools, the peers, numpy
 and matplotlib only when a workload or the chart needs them. This package
-itself imports nothing until ``main`` is asked for: a worker imports it on
-its way to ``tasks``.
+itself imports nothing: a worker imports it on its way to ``tasks``. The
+interpreters the bench starts find it on PYTHONPATH (``adapters.child_env``).
 """
-
-TYPE_CHECKING = False  # no `typing` import: workers import this package
-if TYPE_CHECKING:
-    from .cli import main as main
-
-__all__ = ["main"]
-
-
-def __getattr__(name: str) -> object:
-    if name == "main":
-        from .cli import main
-
-        return main
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

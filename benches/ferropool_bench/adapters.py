@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import multiprocessing
+import os
 import platform
 import subprocess
 import sys
@@ -19,7 +20,13 @@ import time
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from .workloads import inc
+from .tasks import inc
+
+# The directory holding this package (benches/ in a checkout). Every
+# interpreter the bench starts (case servers, start-up probes) gets it on
+# PYTHONPATH, and their workers inherit it: a worker of any start method and
+# implementation imports the task functions by name from it.
+BENCHES = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 IMPLEMENTATIONS = ["ferropool", "stdlib", "loky", "billiard", "pebble", "mpire"]
 PEERS = IMPLEMENTATIONS[2:]
@@ -207,15 +214,8 @@ def open_executor(impl: str, method: str, processes: int) -> Any:
 
         ctx = multiprocessing.get_context(method)
         return ExecutorAPI(ProcessPoolExecutor(processes, mp_context=ctx), processes)
-    if impl == "loky":
-        loky = importlib.import_module("loky")
-        return ExecutorAPI(
-            loky.ProcessPoolExecutor(processes, context=_loky_context(method)), processes
-        )
-    if impl == "pebble":
-        pebble = importlib.import_module("pebble")
-        pool = pebble.ProcessPool(processes, context=multiprocessing.get_context(method))
-        return PebbleAPI(pool, processes)
+    if impl in ("loky", "pebble"):
+        return open_pool(impl, method, processes)  # they are executors already
     raise NotAvailable(f"{impl}: no concurrent.futures executor")
 
 
@@ -281,6 +281,12 @@ def _probe_main(argv: List[str]) -> None:
     print(json.dumps(times), flush=True)
 
 
+def child_env() -> Dict[str, str]:
+    """This environment, with BENCHES first on PYTHONPATH."""
+    path = [BENCHES, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(path))
+
+
 def run_in_fresh_interpreter(
     what: str, entry: str, args: Sequence[str], timeout: float = 300
 ) -> List[float]:
@@ -290,7 +296,7 @@ def run_in_fresh_interpreter(
     module, func = entry.split(":")
     code = f"import sys; from {module} import {func} as m; m(sys.argv[1:])"
     cmd = [sys.executable, "-c", code, *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=child_env())
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
         raise RuntimeError(f"{what} probe failed (exit {proc.returncode}): {tail}")
@@ -302,5 +308,5 @@ def run_probe(impl: str, method: str, first: bool, count: int, timeout: float = 
     which = "first" if first else "repeated"
     args = [impl, method, which, str(count)]
     return run_in_fresh_interpreter(
-        "start-up", "ferropool.bench.adapters:_probe_main", args, timeout
+        "start-up", "ferropool_bench.adapters:_probe_main", args, timeout
     )

@@ -1,5 +1,7 @@
 """Round cases: one row on one implementation as the bench process times it,
-one round per ``round()`` call, always outside the bench process.
+one round per ``round()`` call, always outside the bench process. A row
+names its class (``Row.measure``), which ``Row.round_case`` makes per
+implementation.
 
 * ``ServedCase``: the pool, executor and cpu-bound rows (and the serial
   baseline): one case server (a fresh interpreter, ``server``) for all the
@@ -23,10 +25,9 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Optional
 
 from .adapters import NotAvailable, run_probe
-from .cases import check_available
 from .server import COMMAND_TIMEOUT_S, CaseServer, ServerError, WrongResult
 from .workloads import Config, Row
 
@@ -65,12 +66,18 @@ class Round:
 
 
 class RoundCase:
-    """``open`` prepares (untimed), ``round`` times one round, ``close``
-    releases, ``abort`` releases at once (an interrupted run); every method
-    but ``abort`` may raise (NotAvailable: n/a)."""
+    """Made per implementation (NotAvailable where it has no equivalent of
+    the row: n/a); ``open`` prepares (untimed), ``round`` times one round,
+    ``close`` releases, ``abort`` releases at once (an interrupted run);
+    every method but ``abort`` may raise (NotAvailable: n/a)."""
 
     def __init__(self, row: Row, impl: str, cfg: Config) -> None:
         self.row, self.impl, self.cfg = row, impl, cfg
+
+    @classmethod
+    def rounds(cls, cfg: Config) -> int:
+        """How many interleaved rounds a row of this kind runs."""
+        return cfg.repeats
 
     def open(self) -> None:
         pass
@@ -86,9 +93,17 @@ class RoundCase:
 
 
 class ServedCase(RoundCase):
-    """Every round in one case server, opened here (untimed)."""
+    """Every round in one case server, opened here (untimed); the server runs
+    the row's workload (``Row.work``), or its serial baseline ("serial")."""
 
     server: Optional[CaseServer] = None
+
+    def __init__(self, row: Row, impl: str, cfg: Config) -> None:
+        super().__init__(row, impl, cfg)
+        if row.work is None:
+            raise ValueError(f"row {row.key} has no workload to serve")
+        if impl != "serial":
+            row.work.available(impl)
 
     def open(self) -> None:
         self.server = CaseServer(self.row, self.impl, self.cfg)
@@ -110,7 +125,7 @@ class ServedCase(RoundCase):
             server.kill()
 
 
-class PayloadCase(RoundCase):
+class PayloadCase(ServedCase):
     """Large payloads (5a, 5b): every round in a fresh interpreter of its own
     (a case server opened, warmed up with small tasks only, and closed in
     the round). A big allocation changes the process's allocator for what
@@ -124,7 +139,7 @@ class PayloadCase(RoundCase):
     is the mean of the PAYLOAD_WARM_CALLS calls after the cold one."""
 
     def open(self) -> None:
-        check_available(self.row, self.impl)
+        pass  # a server per round
 
     def round(self) -> Round:
         with CaseServer(self.row, self.impl, self.cfg) as server:
@@ -177,6 +192,15 @@ class ScriptCase(RoundCase):
 
     directory: Optional[str] = None
 
+    def __init__(self, row: Row, impl: str, cfg: Config) -> None:
+        super().__init__(row, impl, cfg)
+        if impl not in SCRIPT_MODULES:
+            raise NotAvailable(f"{impl}: no multiprocessing-style module to run the script")
+
+    @classmethod
+    def rounds(cls, cfg: Config) -> int:
+        return cfg.script_rounds
+
     def open(self) -> None:
         module = SCRIPT_MODULES[self.impl]
         self.directory = tempfile.mkdtemp(prefix=f"ferropool-bench-{self.impl}-")
@@ -215,26 +239,3 @@ class ScriptCase(RoundCase):
         directory, self.directory = self.directory, None
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
-
-
-def make_round_case(row: Row, impl: str, cfg: Config) -> RoundCase:
-    """The round case of ``row`` on ``impl`` (raises NotAvailable)."""
-    if row.kind == "efficiency":
-        raise ValueError("the efficiency row is derived, not run")
-    if row.kind == "startup":
-        return StartupCase(row, impl, cfg)
-    if row.kind == "script":
-        if impl not in SCRIPT_MODULES:
-            raise NotAvailable(f"{impl}: no multiprocessing-style module to run the script")
-        return ScriptCase(row, impl, cfg)
-    if impl != "serial":
-        check_available(row, impl)
-    if row.runs.startswith("payload"):
-        return PayloadCase(row, impl, cfg)
-    return ServedCase(row, impl, cfg)
-
-
-def round_case_names(row: Row, impls: List[str]) -> List[str]:
-    """What a row runs on: the implementations, and for the cpu-bound row the
-    serial baseline first (the efficiency row is derived from it)."""
-    return ["serial", *impls] if row.kind == "cpu" else list(impls)

@@ -3,7 +3,10 @@
 A module of their own that imports nothing: a worker of any start method
 imports it to unpickle its first task, and that import lands inside the
 timed start-up rows for every implementation alike, so it is kept to the
-size of a user's small module.
+size of a user's small module. ``python -m ferropool demo`` has its own
+``burn`` and ``inc`` in the installed package (ferropool/_demo_tasks.py):
+importing them from there would make every stdlib worker import ferropool.
+tests/test_bench_runner.py checks that the two copies agree.
 """
 
 from __future__ import annotations

@@ -11,12 +11,11 @@ row's per-round ratio, whose worst is what the loaded phase's target bounds.
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-from .workloads import LOADED_WORST_ROUND_TARGET, Row
+from .workloads import LOADED_WORST_ROUND_TARGET, Config, Row
 
 # The JSON's layout: from_json reads this one only.
 JSON_FORMAT = 2
@@ -194,6 +193,15 @@ def efficiency_row(row: Row, cpu: RowResult, serial: Measurement, processes: int
     return RowResult(row, out, cpu.load)
 
 
+def efficiency(row: Row, before: Sequence[RowResult], cfg: Config) -> Optional[RowResult]:
+    """The efficiency row's ``derive``: from the row measured before it with
+    a serial baseline (the cpu-bound row); None if that did not run."""
+    cpu = next((r for r in reversed(before) if "serial" in r.results), None)
+    if cpu is None:
+        return None
+    return efficiency_row(row, cpu, cpu.results["serial"], cfg.processes)
+
+
 class RowPhases(NamedTuple):
     """One row of the report: its quiet and its loaded result (either may be
     missing: a loaded-only run has no quiet one)."""
@@ -253,7 +261,7 @@ class BenchResults:
 def to_json(results: BenchResults, meta: Dict[str, Any]) -> Dict[str, Any]:
     rows = []
     for phases in results.rows():
-        d: Dict[str, Any] = dataclasses.asdict(phases.row)
+        d: Dict[str, Any] = phases.row.saved()
         d["met"] = phases.met
         d["missed"] = [c.name for c in phases.checks() if not c.met]
         d["quiet"] = phases.quiet.to_json() if phases.quiet else None
@@ -271,10 +279,9 @@ def from_json(data: Dict[str, Any]) -> BenchResults:
             f"{data.get('format', 'none')}): written by an older version? Run the "
             "benchmark again to write one."
         )
-    names = {f.name for f in dataclasses.fields(Row)}
     out = BenchResults()
     for d in data["rows"]:
-        row = Row(**{k: v for k, v in d.items() if k in names})
+        row = Row.from_saved(d)
         for phase, dest in (("quiet", out.quiet), ("loaded", out.loaded)):
             p = d.get(phase)
             if p:

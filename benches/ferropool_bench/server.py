@@ -1,8 +1,10 @@
 """The case server: one case in a fresh interpreter of its own, timed on demand.
 
 The bench process starts one server per row and implementation
-(``CaseServer``): a fresh interpreter running ``serve``, which opens the case
-(untimed, warm-up included) and answers ``ready``. Each ``run`` line on its
+(``CaseServer``): a fresh interpreter running ``serve``, given the row (its
+workload included), the implementation and the configuration, pickled on its
+command line. It opens the case (untimed, warm-up included) and answers
+``ready``. Each ``run`` line on its
 standard input then times one round there (``gc.collect`` before,
 ``perf_counter`` around ``Case.run``, ``Case.check`` after) and answers the
 seconds, or the problem; ``close`` (or the end of its input) closes the case
@@ -17,10 +19,11 @@ the rounds still interleave across implementations.
 
 from __future__ import annotations
 
-import dataclasses
+import base64
 import gc
 import json
 import os
+import pickle
 import select
 import signal
 import subprocess
@@ -29,7 +32,7 @@ import tempfile
 import time
 from typing import Any, Dict, NoReturn, Optional, Sequence
 
-from .adapters import NotAvailable
+from .adapters import NotAvailable, child_env
 from .workloads import Config, Row
 
 # A generous limit for one command (start and open included): a server that
@@ -55,9 +58,9 @@ class ServerNotAvailable(NotAvailable):
 
 
 def serve(argv: Optional[Sequence[str]] = None) -> None:
-    """The server's main: ``argv[0]`` is the JSON of the row, the
-    implementation and the configuration (``CaseServer`` writes it)."""
-    spec = json.loads((sys.argv[1:] if argv is None else argv)[0])
+    """The server's main: ``argv[0]`` is the spec ``CaseServer`` writes (the
+    rest names the row for a reader of the process list)."""
+    arg = (sys.argv[1:] if argv is None else argv)[0]
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     # fd 1 becomes a copy of fd 2, so that stray output cannot be taken for
     # an answer (a forked worker inherits this fd 1 too).
@@ -68,10 +71,9 @@ def serve(argv: Optional[Sequence[str]] = None) -> None:
 
     from .cases import make_case  # after the redirection: imports may print
 
-    row = Row(**spec["row"])
-    cfg = Config(**spec["cfg"])
+    row, impl, cfg = pickle.loads(base64.b64decode(arg))
     try:
-        case = make_case(row, spec["impl"], cfg)
+        case = make_case(row, impl, cfg)
         case.open()
     except NotAvailable as e:
         answer(na=str(e))
@@ -105,10 +107,10 @@ def serve(argv: Optional[Sequence[str]] = None) -> None:
 # In the bench process.
 
 
-def spec_json(row: Row, impl: str, cfg: Config) -> str:
-    return json.dumps(
-        {"row": dataclasses.asdict(row), "impl": impl, "cfg": dataclasses.asdict(cfg)}
-    )
+def spec_arg(row: Row, impl: str, cfg: Config) -> str:
+    """What a server is given: pickled, since the row carries its workload
+    (module-level classes, imported by name in the server)."""
+    return base64.b64encode(pickle.dumps((row, impl, cfg))).decode()
 
 
 class CaseServer:
@@ -131,15 +133,23 @@ class CaseServer:
         return self.proc.pid if self.proc is not None else None
 
     def start(self) -> None:
-        code = "from ferropool.bench.server import serve; serve()"
+        code = "from ferropool_bench.server import serve; serve()"
         # Standard error goes to a file: a pipe nobody reads could fill and
         # stall the server; the file's last line names a death's cause.
         self._stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, spec_json(self.row, self.impl, self.cfg)],
+            [
+                sys.executable,
+                "-c",
+                code,
+                spec_arg(self.row, self.impl, self.cfg),
+                self.row.key,
+                self.impl,
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
+            env=child_env(),
             # A group of its own: a failure kills the server with its
             # workers (and a terminal's Ctrl-C reaches the bench process only).
             start_new_session=True,
