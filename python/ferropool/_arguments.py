@@ -95,6 +95,15 @@ def check_executor_chunksize(chunksize: int) -> None:
         raise ValueError("chunksize must be >= 1.")
 
 
+def check_progress(progress: Any) -> None:
+    """The maps' `progress=` (see _progress)."""
+    if not (progress is None or isinstance(progress, bool) or callable(progress)):
+        raise TypeError(
+            f"progress must be True, False, None or a callable taking (done, total), "
+            f"not {progress!r}"
+        )
+
+
 def check_buffersize(buffersize: Any) -> None:
     """Python 3.14's `buffersize` of the lazy maps (None: the default)."""
     if buffersize is not None:

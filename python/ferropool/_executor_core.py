@@ -142,6 +142,8 @@ class ExecutorCore:
         self.in_flight_limit = max_workers * IN_FLIGHT_PER_WORKER
         # Jobs of map() calls whose results are still being read.
         self.map_jobs: weakref.WeakSet[Any] = weakref.WeakSet()
+        # Progress of map() calls with progress=, by job id (see _progress).
+        self.tracked: Dict[int, Any] = {}
         # Streams by id(fn), most recently used last; and by engine job id.
         self.streams: collections.OrderedDict[int, _Stream] = collections.OrderedDict()
         self.by_job: Dict[int, _Stream] = {}
@@ -280,6 +282,10 @@ class ExecutorCore:
         thread, or `in_caller`, in a thread waiting for one of them (see
         EngineFuture), which leaves futures with done-callbacks to the
         service thread."""
+        tracker = self.tracked.get(job_id)
+        if tracker is not None:
+            self._count_progress(job_id, tracker)
+            return
         taken: List[tuple] = []
         with self.lock:
             stream = self.by_job.get(job_id)
@@ -336,6 +342,17 @@ class ExecutorCore:
             elif self.shutdown and not self.engine_closed:
                 self.engine_closed = True
                 self.engine.close()
+
+    def _count_progress(self, job_id: int, tracker: Any) -> None:
+        """A map with progress= had an outcome (service thread)."""
+        for job in list(self.map_jobs):
+            if job.id == job_id:
+                tracker.chunks_arrived(job.counts()[0])
+                if job.complete():  # counted again: more may have come meanwhile
+                    self.tracked.pop(job_id, None)
+                    tracker.finish(job.counts()[0])
+                return
+        self.tracked.pop(job_id, None)  # its results were dropped: nobody to show them to
 
     def _retire_if_idle(self, stream: _Stream) -> None:
         """A stream with nothing in flight: forgotten once closed; closed

@@ -19,6 +19,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Deque, Dict, List, NoReturn, Optional
 
+    from ._progress import Progress
+
 __all__ = ["ApplyResult", "AsyncResult", "IMapIterator", "MapResult"]
 
 
@@ -45,6 +47,9 @@ def _raise(error: BaseException) -> NoReturn:
 
 class ApplyResult:
     """The result of ``apply_async`` (``multiprocessing.pool.AsyncResult``)."""
+
+    # A map's progress display (see _progress), closed once the map is done.
+    _progress: Optional[Progress] = None
 
     def __init__(self, pool: Any, job: Any, callback: Any, error_callback: Any) -> None:
         self._pool: Optional[Any] = pool
@@ -86,6 +91,8 @@ class ApplyResult:
             if self._outcome is None:
                 self._outcome = self._collect(self._job.take())
                 self._pool = None
+                if self._progress is not None:
+                    self._progress.finish(self._job.counts()[0])
             return self._outcome
 
     def _decode(self, index: int, status: int, payload: bytes) -> tuple:
@@ -224,6 +231,8 @@ class MapResult(ApplyResult):
 class IMapIterator:
     """The iterator ``imap`` and ``imap_unordered`` return."""
 
+    _progress: Optional[Progress] = None  # see ApplyResult._progress
+
     def __init__(
         self, pool: Any, job: Any, ordered: bool, chunked: bool, window: Optional[Window] = None
     ) -> None:
@@ -317,4 +326,6 @@ class IMapIterator:
     def _finish(self) -> tuple:
         self._stopped = True
         self._pool = None
+        if self._progress is not None:
+            self._progress.finish(self._job.counts()[0])
         raise StopIteration

@@ -47,12 +47,15 @@ from ._feeding import Reader, Window, feed_all, start_feeder
 from ._lifecycle import executors_at_exit
 from ._native import STARMAP, EngineStopped
 from ._pool_results import IMapIterator
+from ._progress import fixed_chunks, make_progress
 from ._serializers import serializer_from
 
 # `typing` only for the type checker (start-up time of a short script).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional
+
+    from ._progress import Progress
 
 __all__ = ["ProcessPoolExecutor"]
 
@@ -127,8 +130,12 @@ class ProcessPoolExecutor(Executor):
         timeout: Optional[float] = None,
         chunksize: int = 1,
         buffersize: Optional[int] = None,
+        progress: Any = None,
     ) -> Iterator[Any]:
         """Like ``map(fn, *iterables)``, run in the workers, results in order.
+
+        ``progress``: True for a progress bar (tqdm, or a counter on stderr),
+        or a callable given ``(done, total)`` (ferropool's own).
 
         ``buffersize`` (Python 3.14's) bounds how many chunks are submitted
         ahead of the one being yielded, so the input is read lazily; with
@@ -144,9 +151,16 @@ class ProcessPoolExecutor(Executor):
         goes through it, one call per chunk, as the stdlib's does."""
         _arguments.check_executor_chunksize(chunksize)
         _arguments.check_buffersize(buffersize)
+        _arguments.check_progress(progress)
         end_time = None if timeout is None else timeout + time.monotonic()
+        total = None
+        if progress is not None and all(hasattr(it, "__len__") for it in iterables):
+            total = min((len(it) for it in iterables), default=0)  # type: ignore[arg-type]
         if "submit" in self.__dict__ or type(self).submit is not ProcessPoolExecutor.submit:
-            return _map_through_submit(self.submit, fn, iterables, end_time, chunksize, buffersize)
+            tracker = make_progress(progress, total, fixed_chunks(chunksize), "map")
+            return _map_through_submit(
+                self.submit, fn, iterables, end_time, chunksize, buffersize, tracker
+            )
         core: ExecutorCore = self._core  # type: ignore[assignment]
         engine = core.engine
         with core.lock:
@@ -157,7 +171,7 @@ class ProcessPoolExecutor(Executor):
                 # As the stdlib: every chunk fails with it, at the first result.
                 return _raise_first(e)
             try:
-                job = engine.new_job(func, STARMAP, False)
+                job = engine.new_job(func, STARMAP, False, progress is not None)
             except EngineStopped:
                 why = engine.broken() or "the pool's engine has stopped"
                 raise BrokenProcessPool(why) from None
@@ -167,6 +181,12 @@ class ProcessPoolExecutor(Executor):
         reader = Reader(
             job, zip(*iterables), results._local_errors, pickle_chunk=core.serializer.chunk
         )
+        if progress is not None:
+            items_done = fixed_chunks(chunksize)
+            tracker = make_progress(
+                progress, total, lambda chunks: min(items_done(chunks), reader.first_item), "map"
+            )
+            results._progress = core.tracked[job.id] = tracker
         if window is None:
             feed_all(engine, job, reader, chunksize)
         else:
@@ -231,15 +251,37 @@ def _map_through_submit(
     end_time: Optional[float],
     chunksize: int,
     buffersize: Optional[int],
+    tracker: Optional[Progress],
 ) -> Iterator[Any]:
     """The stdlib's ``map``: each chunk a call of `submit`; all chunks
     submitted now, or (`buffersize`) that many ahead of the one being read."""
     items = zip(*iterables)
     chunks = iter(lambda: list(itertools.islice(items, chunksize)), [])
     call = functools.partial(_run_chunk, fn)  # one object: one stream of calls
+    if tracker is not None:
+        submit = _counting_submit(submit, tracker)
     ahead = chunks if buffersize is None else itertools.islice(chunks, buffersize)
     futures = collections.deque(submit(call, chunk) for chunk in ahead)
-    return _chunk_results(futures, None if buffersize is None else chunks, submit, call, end_time)
+    more = None if buffersize is None else chunks
+    return _chunk_results(futures, more, submit, call, end_time, tracker)
+
+
+def _counting_submit(submit: Callable[..., Future], tracker: Progress) -> Callable[..., Future]:
+    """`submit`, counting each chunk whose future is done."""
+    lock = threading.Lock()
+    done = [0]
+
+    def one_more(_: Future) -> None:
+        with lock:
+            done[0] += 1
+            tracker.chunks_arrived(done[0])
+
+    def counting(call: Callable[..., Any], chunk: List[tuple]) -> Future:
+        future = submit(call, chunk)
+        future.add_done_callback(one_more)
+        return future
+
+    return counting
 
 
 def _chunk_results(
@@ -248,6 +290,7 @@ def _chunk_results(
     submit: Callable[..., Future],
     call: Callable[..., Any],
     end_time: Optional[float],
+    tracker: Optional[Progress] = None,
 ) -> Iterator[Any]:
     """Yields the chunks' results in order (a chunk's error at its
     position), submitting one more chunk from `more` for each one taken;
@@ -272,6 +315,8 @@ def _chunk_results(
     finally:
         for future in futures:
             future.cancel()
+        if tracker is not None:
+            tracker.finish()
 
 
 def _raise_first(error: BaseException) -> Iterator[Any]:
@@ -298,6 +343,8 @@ def _results_in_order(
                 raise FuturesTimeoutError() from None
             yield box.pop()
     finally:
+        if results._progress is not None:
+            results._progress.finish(job.counts()[0])
         if not finished:
             try:
                 engine.cancel_queued(job)

@@ -23,6 +23,7 @@ from ._feeding import Reader, Window, feed_all, start_feeder
 from ._lifecycle import Ownership, pools_at_exit
 from ._native import APPLY, MAP, STARMAP
 from ._pool_results import ApplyResult, AsyncResult, IMapIterator, MapResult
+from ._progress import fixed_chunks, growing_chunks, make_progress
 from ._serializers import serializer_from
 
 # `typing` only for the type checker (start-up time of a short script).
@@ -100,12 +101,14 @@ class Pool:
         )
         self._engine = self._running.engine
         self._cache: Dict[int, Any] = {}
+        # Maps with progress=, by job id: (job, Progress), see _track.
+        self._tracked: Dict[int, Any] = {}
         self._feeders: List[threading.Thread] = []
         # imap iterators still reading input: their read-ahead bound is lifted
         # at close(), since join() must not wait for someone to consume.
         self._iterators: weakref.WeakSet[IMapIterator] = weakref.WeakSet()
         # Ctrl-C while the first workers start, say: nothing outlives it.
-        self._running.serve(_callback_runner(self._cache), "ferropool-service")
+        self._running.serve(_callback_runner(self._cache, self._tracked), "ferropool-service")
         self._state = RUN
         pools_at_exit.add(self)
 
@@ -200,12 +203,38 @@ class Pool:
 
     # ----- submitting ----------------------------------------------------
 
-    def _new_job(self, func: Any, mode: int, has_callback: bool, batched: bool = False) -> Any:
+    def _new_job(
+        self,
+        func: Any,
+        mode: int,
+        has_callback: bool,
+        batched: bool = False,
+        progress: Any = None,
+    ) -> Any:
         """`batched`: a map with callbacks, whose outcomes the service
-        thread takes as they come (see MapResult.absorb_arrived)."""
+        thread takes as they come (see MapResult.absorb_arrived). With
+        `progress`, the service thread hears of every outcome, to count it."""
         batch = CALLBACK_MAP_BATCH if batched and has_callback else 0
         pickled = self._serializer.function(func)
-        return self._engine.new_job(pickled, mode, has_callback, False, batch)
+        return self._engine.new_job(pickled, mode, has_callback, progress is not None, batch)
+
+    def _track(
+        self,
+        result: Any,
+        progress: Any,
+        what: str,
+        total: Optional[int],
+        items_done: Callable[[int], int],
+        reader: Reader,
+    ) -> None:
+        """Shows a map's progress (`progress=`), counted by the service
+        thread as outcomes arrive; closed when the map's results are taken."""
+        tracker = make_progress(
+            progress, total, lambda chunks: min(items_done(chunks), reader.first_item), what
+        )
+        if tracker is not None:
+            result._progress = tracker
+            self._tracked[result._job.id] = (result._job, tracker)
 
     def _window(self, buffersize: Optional[int]) -> Window:
         """How many chunks a lazy map keeps in flight: `buffersize`, or an
@@ -243,32 +272,59 @@ class Pool:
         return result
 
     def map(
-        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: Optional[int] = None
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: Optional[int] = None,
+        *,
+        progress: Any = None,
     ) -> List[Any]:
-        """Like ``list(map(func, iterable))``, run in the workers."""
-        return self._map_async(func, iterable, MAP, chunksize).get()
+        """Like ``list(map(func, iterable))``, run in the workers.
+        ``progress``: True for a progress bar (tqdm, or a counter on
+        stderr), or a callable given ``(done, total)``."""
+        return self._map_async(func, iterable, MAP, chunksize, progress=progress).get()
 
     def starmap(
         self,
         func: Callable[..., Any],
         iterable: Iterable[Iterable[Any]],
         chunksize: Optional[int] = None,
+        *,
+        progress: Any = None,
     ) -> List[Any]:
         """Like ``list(itertools.starmap(func, iterable))``, run in the workers."""
-        return self._map_async(func, iterable, STARMAP, chunksize).get()
+        return self._map_async(func, iterable, STARMAP, chunksize, progress=progress).get()
 
     def map_async(
-        self, func, iterable, chunksize=None, callback=None, error_callback=None, *, buffersize=None
+        self,
+        func,
+        iterable,
+        chunksize=None,
+        callback=None,
+        error_callback=None,
+        *,
+        buffersize=None,
+        progress=None,
     ) -> MapResult:
         """``map`` without waiting. Input without a length (a generator) is
         read lazily, at most ``buffersize`` chunks ahead."""
-        return self._map_async(func, iterable, MAP, chunksize, callback, error_callback, buffersize)
+        return self._map_async(
+            func, iterable, MAP, chunksize, callback, error_callback, buffersize, progress
+        )
 
     def starmap_async(
-        self, func, iterable, chunksize=None, callback=None, error_callback=None, *, buffersize=None
+        self,
+        func,
+        iterable,
+        chunksize=None,
+        callback=None,
+        error_callback=None,
+        *,
+        buffersize=None,
+        progress=None,
     ) -> MapResult:
         return self._map_async(
-            func, iterable, STARMAP, chunksize, callback, error_callback, buffersize
+            func, iterable, STARMAP, chunksize, callback, error_callback, buffersize, progress
         )
 
     def _map_async(
@@ -280,15 +336,34 @@ class Pool:
         callback: Optional[Callable[[Any], Any]] = None,
         error_callback: Optional[Callable[[BaseException], Any]] = None,
         buffersize: Optional[int] = None,
+        progress: Any = None,
     ) -> MapResult:
         self._check_running()
         _arguments.check_callable(func)
         _arguments.check_pool_chunksize(chunksize)
+        _arguments.check_progress(progress)
         window = self._window(buffersize)
         if not hasattr(iterable, "__len__"):
             # Read lazily; chunk sizes grow while the length is unknown.
-            sizes = itertools.repeat(chunksize) if chunksize else _growing_chunks()
-            return self._start_lazy(func, mode, iterable, sizes, window, callback, error_callback)
+            sizes: Iterator[int]
+            if chunksize:
+                sizes, items_done = itertools.repeat(chunksize), fixed_chunks(chunksize)
+            else:
+                sizes = _growing_chunks()
+                items_done = growing_chunks(1, LAZY_MAP_MAX_CHUNK)
+            job = self._new_job(
+                func, mode, callback is not None or error_callback is not None, True, progress
+            )
+            # All results are kept until get(): a task's place in the read-ahead
+            # window is free as soon as its result is in.
+            job.release_on_arrival()
+            result = MapResult(self, job, callback, error_callback)
+            reader = Reader(
+                job, iterable, result._local_errors, pickle_chunk=self._serializer.chunk
+            )
+            self._track(result, progress, _name(mode), None, items_done, reader)
+            self._start_feeder(job, reader, sizes, window)
+            return result
         length = len(iterable)  # type: ignore[arg-type]
         if chunksize is None:
             chunksize, extra = divmod(length, self._processes * 4)
@@ -297,7 +372,8 @@ class Pool:
         if length == 0:
             # As the stdlib: an empty map is ready at once and calls no callback.
             callback = error_callback = None
-        job = self._new_job(func, mode, callback is not None or error_callback is not None, True)
+        has_callback = callback is not None or error_callback is not None
+        job = self._new_job(func, mode, has_callback, True, progress)
         chunksize = chunksize or 1
         result = MapResult(self, job, callback, error_callback, length, chunksize)
         # A range's chunks travel as ranges (a few bytes, not a pickled list
@@ -314,6 +390,7 @@ class Pool:
             strict=True,
             pickle_chunk=self._serializer.chunk,
         )
+        self._track(result, progress, _name(mode), length, fixed_chunks(chunksize), reader)
         try:
             self._submit_chunks(job, reader, chunksize)
         except BaseException:
@@ -352,10 +429,11 @@ class Pool:
         chunksize: int = 1,
         *,
         buffersize: Optional[int] = None,
+        progress: Any = None,
     ) -> IMapIterator:
         """Lazy, ordered ``map``: input is read as workers need it, at most
         ``buffersize`` chunks ahead (default: 8 per worker)."""
-        return self._imap(func, iterable, chunksize, True, buffersize)
+        return self._imap(func, iterable, chunksize, True, buffersize, progress)
 
     def imap_unordered(
         self,
@@ -364,9 +442,10 @@ class Pool:
         chunksize: int = 1,
         *,
         buffersize: Optional[int] = None,
+        progress: Any = None,
     ) -> IMapIterator:
         """Like ``imap``, yielding results as they complete."""
-        return self._imap(func, iterable, chunksize, False, buffersize)
+        return self._imap(func, iterable, chunksize, False, buffersize, progress)
 
     def _imap(
         self,
@@ -375,42 +454,32 @@ class Pool:
         chunksize: int,
         ordered: bool,
         buffersize: Optional[int],
+        progress: Any = None,
     ) -> IMapIterator:
         self._check_running()
         _arguments.check_callable(func)
         _arguments.check_pool_chunksize(chunksize)
+        _arguments.check_progress(progress)
         window = self._window(buffersize)
-        job = self._new_job(func, MAP, False)
+        job = self._new_job(func, MAP, False, progress=progress)
         it = IMapIterator(self, job, ordered, chunksize > 1, window)
         self._iterators.add(it)
         reader = Reader(job, iterable, it._local_errors, pickle_chunk=self._serializer.chunk)
+        total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
+        what = "imap" if ordered else "imap_unordered"
+        self._track(it, progress, what, total, fixed_chunks(chunksize), reader)
         self._start_feeder(job, reader, itertools.repeat(chunksize), window)
         return it
-
-    def _start_lazy(
-        self,
-        func: Any,
-        mode: int,
-        iterable: Iterable[Any],
-        sizes: Iterator[int],
-        window: Window,
-        callback: Any,
-        error_callback: Any,
-    ) -> MapResult:
-        job = self._new_job(func, mode, callback is not None or error_callback is not None, True)
-        # All results are kept until get(): a task's place in the read-ahead
-        # window is free as soon as its result is in.
-        job.release_on_arrival()
-        result = MapResult(self, job, callback, error_callback)
-        reader = Reader(job, iterable, result._local_errors, pickle_chunk=self._serializer.chunk)
-        self._start_feeder(job, reader, sizes, window)
-        return result
 
     def _start_feeder(self, job: Any, reader: Reader, sizes: Iterator[int], window: Window) -> None:
         """A thread that reads and sends the rest of the input, at most
         `window.limit` chunks in flight."""
         self._feeders = [t for t in self._feeders if t.is_alive()]
         self._feeders.append(start_feeder(self._engine, job, reader, sizes, window))
+
+
+def _name(mode: int) -> str:
+    return "map" if mode == MAP else "starmap"
 
 
 def _growing_chunks() -> Iterator[int]:
@@ -425,13 +494,20 @@ def _growing_chunks() -> Iterator[int]:
 atexit.register(pools_at_exit.stop_all)
 
 
-def _callback_runner(cache: Dict[int, Any]) -> Callable[[int], None]:
+def _callback_runner(cache: Dict[int, Any], tracked: Dict[int, Any]) -> Callable[[int], None]:
     """What the pool's service thread does with each job's news (see
-    `_lifecycle.Running.serve`): runs the callbacks of jobs as they
-    complete, in completion order. It holds the results with callbacks,
-    never the pool."""
+    `_lifecycle.Running.serve`): counts the progress of maps that show it,
+    and runs the callbacks of jobs as they complete, in completion order.
+    It holds the results with callbacks, never the pool."""
 
     def on_news(job_id: int) -> None:
+        counted = tracked.get(job_id)
+        if counted is not None:
+            job, progress = counted
+            progress.chunks_arrived(job.counts()[0])
+            if job.complete():
+                del tracked[job_id]
+                progress.finish(job.counts()[0])
         result = cache.get(job_id)
         if result is None:
             return  # a batch's news that came after the job completed
