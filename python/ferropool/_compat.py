@@ -63,7 +63,8 @@ class WorkerHandle:
         self.pid = pid
 
     def is_alive(self) -> bool:
-        return self.pid is not None and self.pid in self._engine.status()[2]
+        # Until its exit status is known, as the stdlib's (which waits for it).
+        return self.pid is not None and bool(self._engine.worker_alive(self.pid))
 
     @property
     def exitcode(self) -> Optional[int]:

@@ -9,6 +9,7 @@ import threading
 import time
 from multiprocessing import TimeoutError as MPTimeoutError
 
+from ._aio import until
 from ._decoding import LOCAL_ERROR, decode
 from ._feeding import Window, feeder_min_room
 from ._lifecycle import in_service_thread, pools_at_exit
@@ -17,7 +18,7 @@ from ._lifecycle import in_service_thread, pools_at_exit
 # time of a short script, see _decoding).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Deque, Dict, List, NoReturn, Optional
+    from typing import Any, Deque, Dict, Generator, List, NoReturn, Optional
 
     from ._progress import Progress
 
@@ -69,6 +70,14 @@ class ApplyResult:
 
     def ready(self) -> bool:
         return self._job.ready()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        """``await result``: its value (or its exception raised), without
+        blocking the event loop."""
+        pool = self._pool  # None once resolved: then it is ready
+        if pool is not None and not self.ready():
+            yield from until(pool._waiters, self._job, self.ready).__await__()
+        return self.get()
 
     def successful(self) -> bool:
         if not self.ready():
@@ -228,6 +237,11 @@ class MapResult(ApplyResult):
         return True, result
 
 
+def _changed_since(job: Any, seen: tuple) -> Any:
+    """Whether `job` has news since its state was `seen`."""
+    return lambda: (job.counts(), job.complete()) != seen
+
+
 class IMapIterator:
     """The iterator ``imap`` and ``imap_unordered`` return."""
 
@@ -259,6 +273,28 @@ class IMapIterator:
 
     def __iter__(self) -> IMapIterator:
         return self
+
+    def __aiter__(self) -> IMapIterator:
+        """``async for``: results as they arrive, without blocking the
+        event loop."""
+        if self._pool is None and not self._stopped:
+            raise TypeError("only a Pool's imap iterators can be used with async for")
+        return self
+
+    async def __anext__(self) -> Any:
+        job = self._job
+        while True:
+            seen = (job.counts(), job.complete())
+            try:
+                return self.next(timeout=0)
+            except StopIteration:
+                raise StopAsyncIteration from None
+            except MPTimeoutError:
+                pass
+            pool = self._pool
+            if pool is None:
+                continue  # finished meanwhile: the next look says so
+            await until(pool._waiters, job, _changed_since(job, seen))
 
     def __next__(self) -> Any:
         return self.next()

@@ -18,6 +18,7 @@ import warnings
 import weakref
 
 from . import _arguments, _launch
+from ._aio import Waiters
 from ._compat import WorkerHandle, class_seen_as, worker_handles
 from ._feeding import Reader, Window, feed_all, start_feeder
 from ._lifecycle import Ownership, pools_at_exit
@@ -103,12 +104,16 @@ class Pool:
         self._cache: Dict[int, Any] = {}
         # Maps with progress=, by job id: (job, Progress), see _track.
         self._tracked: Dict[int, Any] = {}
+        # Event loops awaiting results (see _aio).
+        self._waiters = Waiters()
         self._feeders: List[threading.Thread] = []
         # imap iterators still reading input: their read-ahead bound is lifted
         # at close(), since join() must not wait for someone to consume.
         self._iterators: weakref.WeakSet[IMapIterator] = weakref.WeakSet()
         # Ctrl-C while the first workers start, say: nothing outlives it.
-        self._running.serve(_callback_runner(self._cache, self._tracked), "ferropool-service")
+        self._running.serve(
+            _news_runner(self._cache, self._tracked, self._waiters), "ferropool-service"
+        )
         self._state = RUN
         pools_at_exit.add(self)
 
@@ -494,13 +499,22 @@ def _growing_chunks() -> Iterator[int]:
 atexit.register(pools_at_exit.stop_all)
 
 
-def _callback_runner(cache: Dict[int, Any], tracked: Dict[int, Any]) -> Callable[[int], None]:
+def _news_runner(
+    cache: Dict[int, Any], tracked: Dict[int, Any], waiters: Waiters
+) -> Callable[[int], None]:
     """What the pool's service thread does with each job's news (see
     `_lifecycle.Running.serve`): counts the progress of maps that show it,
-    and runs the callbacks of jobs as they complete, in completion order.
-    It holds the results with callbacks, never the pool."""
+    runs the callbacks of jobs as they complete, in completion order, then
+    wakes the event loops awaiting the job. It holds the results with
+    callbacks, never the pool."""
 
     def on_news(job_id: int) -> None:
+        try:
+            _serve_news(job_id)
+        finally:
+            waiters.wake(job_id)  # after the callbacks: the result is ready
+
+    def _serve_news(job_id: int) -> None:
         counted = tracked.get(job_id)
         if counted is not None:
             job, progress = counted

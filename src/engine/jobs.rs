@@ -138,6 +138,10 @@ pub struct Job {
     /// outcomes are not announced to the service thread (the waiting thread
     /// hands it what it must settle, see `PyJob::wait_change`).
     pub callers_waiting: AtomicU32,
+    /// Set once someone awaits the job from an event loop (asyncio): from
+    /// then on every outcome, and the completion, is announced to the
+    /// service thread, which wakes the loop.
+    pub announce: AtomicBool,
     pub progress: Signal<JobProgress>,
 }
 
@@ -159,6 +163,7 @@ impl Job {
             notify_batch,
             batch_due: AtomicBool::new(false),
             callers_waiting: AtomicU32::new(0),
+            announce: AtomicBool::new(false),
             progress: Signal::new(JobProgress {
                 has_callback,
                 ..JobProgress::default()
@@ -170,6 +175,9 @@ impl Job {
     /// not) complete the job.
     pub fn wants_service(&self, completed: bool) -> bool {
         // SeqCst, as the waiter's decrement: see PyJob::wait_change.
+        if self.announce.load(Ordering::SeqCst) {
+            return true;
+        }
         let caller_takes = self.callers_waiting.load(Ordering::SeqCst) > 0;
         if (self.notify_each && (completed || !caller_takes)) || (completed && self.has_callback) {
             return true;
@@ -279,6 +287,16 @@ mod tests {
         assert_eq!(job.take_arrived().len(), 6 + 1);
         assert!(job.close_input());
         assert!(job.wants_service(true), "completion is always news");
+    }
+
+    #[test]
+    fn an_awaited_job_announces_every_outcome() {
+        let job = Job::new(5, false);
+        job.add_submitted(3);
+        assert!(!job.wants_service(job.deliver(ok(0))));
+        job.announce.store(true, Ordering::SeqCst);
+        assert!(job.wants_service(job.deliver(ok(1))));
+        assert!(job.wants_service(job.deliver(ok(2))));
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub struct PoolStatus {
     pub broken: Option<String>,
     /// Pids of live workers, in worker-number order.
     pub pids: Vec<i32>,
+    /// Pids of workers that are ending: out of the pool, their exit status
+    /// not known yet.
+    pub ending: Vec<i32>,
     /// How the latest workers ended, oldest first: (pid, exit code as
     /// `multiprocessing.Process.exitcode` gives it, -N for signal N); at
     /// most REMEMBERED_EXITS.
@@ -185,6 +188,7 @@ impl Shared {
                 phase: Phase::Running,
                 broken: None,
                 pids: Vec::new(),
+                ending: Vec::new(),
                 exits: VecDeque::new(),
             }),
             service: Signal::new(ServiceQueue::default()),
@@ -238,6 +242,7 @@ mod tests {
             phase: Phase::Running,
             broken: None,
             pids: Vec::new(),
+            ending: Vec::new(),
             exits: VecDeque::new(),
         };
         for pid in 0..(REMEMBERED_EXITS as i32 + 10) {

@@ -318,6 +318,13 @@ impl PyEngine {
         self.engine.shared.status.lock().exit_code(pid)
     }
 
+    /// Whether worker `pid` runs, or has not ended yet (its exit status is
+    /// not known), as `multiprocessing.Process.is_alive`.
+    fn worker_alive(&self, pid: i32) -> bool {
+        let s = self.engine.shared.status.lock();
+        s.pids.contains(&pid) || s.ending.contains(&pid)
+    }
+
     /// For the pool's service thread: waits for events, forwards engine log
     /// lines to Python's `logging`, and returns (ids of jobs whose callbacks
     /// are due, workers to fork as (number, socket fd, now the caller's, fd
@@ -536,6 +543,12 @@ impl PyJob {
         self.job.callers_waiting.fetch_sub(1, SeqCst);
         let arrived = !self.job.progress.lock().arrived.is_empty();
         Ok(waited? || arrived)
+    }
+
+    /// Announce every outcome of this job, and its completion, to the
+    /// service thread from now on (an event loop awaits it).
+    fn announce_outcomes(&self) {
+        self.job.announce.store(true, Ordering::SeqCst);
     }
 
     /// Outcomes produced so far and tasks submitted so far.

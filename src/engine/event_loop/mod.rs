@@ -792,11 +792,15 @@ impl EventLoop {
 
     fn publish_status(&mut self) {
         let pids: Vec<i32> = self.workers.iter().filter_map(|w| w.pid).collect();
+        let ending: Vec<i32> = self.dying.iter().filter_map(|d| d.pid).collect();
         let phase = self.phase;
         let broken = self.broken.clone();
         let changed = {
             let s = self.shared.status.lock();
-            s.phase != phase || s.broken != broken || pids != self.published_pids
+            s.phase != phase
+                || s.broken != broken
+                || pids != self.published_pids
+                || ending != s.ending
         };
         if changed {
             self.published_pids = pids.clone();
@@ -804,6 +808,7 @@ impl EventLoop {
                 s.phase = phase;
                 s.broken = broken;
                 s.pids = pids;
+                s.ending = ending;
             });
         }
     }
