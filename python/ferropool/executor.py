@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional
 
     from ._progress import Progress
+    from ._stats import PoolStats
 
 __all__ = ["ProcessPoolExecutor"]
 
@@ -111,6 +112,13 @@ class ProcessPoolExecutor(Executor):
     def __class__(self) -> type:
         # isinstance(self, concurrent.futures.ProcessPoolExecutor): see _compat.
         return class_seen_as(type(self), "concurrent.futures.process", "ProcessPoolExecutor")
+
+    def stats(self) -> PoolStats:
+        """As ``Pool.stats()``: each worker's figures, the workers that
+        ended and why, and the totals (ferropool's own)."""
+        from ._stats import from_engine
+
+        return from_engine(self._core.engine.stats())  # type: ignore[union-attr]
 
     @property
     def _broken(self) -> Optional[str]:

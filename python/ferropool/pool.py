@@ -32,6 +32,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
+    from ._stats import PoolStats
+
 __all__ = ["Pool", "AsyncResult", "ApplyResult", "MapResult", "IMapIterator"]
 
 INIT, RUN, CLOSE, TERMINATE = "INIT", "RUN", "CLOSE", "TERMINATE"
@@ -122,6 +124,14 @@ class Pool:
     @property  # type: ignore[misc]
     def __class__(self) -> type:
         return class_seen_as(type(self), "multiprocessing.pool", "Pool")
+
+    def stats(self) -> PoolStats:
+        """What each worker has done (tasks, time spent on them, bytes of
+        tasks and results), the workers that ended and why, and the totals
+        (ferropool's own). After the pool has stopped: as it left them."""
+        from ._stats import from_engine
+
+        return from_engine(self._engine.stats())
 
     @property
     def _pool(self) -> List[WorkerHandle]:

@@ -19,5 +19,6 @@ pub mod scheduler;
 pub mod shared;
 pub mod shm;
 pub mod spin;
+pub mod stats;
 pub mod supervisor;
 pub mod sync;

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use crate::engine::jobs::{Job, JobId, TaskOutcome};
 use crate::engine::outbox::{Outbox, Payload};
 use crate::engine::protocol::{CallMode, Kind, ResultStatus};
+use crate::engine::stats::Figures;
 
 pub struct Task {
     pub job: JobId,
@@ -65,6 +66,8 @@ pub struct WorkerSlot {
     /// When this worker last reported a result: a queued task's own run
     /// starts then, not when it was sent.
     pub last_done_at: Option<Instant>,
+    /// What it did, for `Pool.stats()`.
+    pub figures: Figures,
 }
 
 impl WorkerSlot {
@@ -272,6 +275,7 @@ impl Scheduler {
         };
         slot.last_done_at = Some(now);
         let sample = now.saturating_duration_since(started);
+        slot.figures.busy += sample;
         self.task_time = Some(match self.task_time {
             None => sample,
             Some(avg) => (avg * 4 + sample) / 5,
@@ -288,9 +292,11 @@ impl Scheduler {
             {
                 known.insert(entry.func.len());
                 out.push(Kind::Func, entry.mode as u8, task.job, 0, &entry.func);
+                slot.figures.bytes_sent += entry.func.len() as u64;
             }
         }
         out.push_shared(Kind::Task, 0, task.job, task.index, &task.payload);
+        slot.figures.bytes_sent += task.payload.bytes().len() as u64;
         task.sent_at = Some(Instant::now());
         slot.taken += 1;
         slot.inflight.push_back(task);
@@ -310,6 +316,8 @@ impl Scheduler {
             .position(|t| t.job == job && t.index == outcome.index);
         if let Some(task) = pos.and_then(|pos| slot.inflight.remove(pos)) {
             self.record_task_time(slot, &task);
+            slot.figures.tasks_done += 1;
+            slot.figures.bytes_received += outcome.payload.len() as u64;
         }
         self.deliver(job, outcome)
     }

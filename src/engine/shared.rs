@@ -5,6 +5,8 @@
 //! this module, never on each other.
 
 use std::collections::VecDeque;
+
+use crate::engine::stats::EngineStats;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,6 +59,8 @@ pub enum Command {
     /// `fork`: the service thread forked worker `number` (pid `None`: the
     /// fork failed; the worker's socket is closed, so it counts as dead).
     WorkerForked { number: u64, pid: Option<i32> },
+    /// A copy of the workers' figures (`Pool.stats()`), sent back here.
+    Stats(crossbeam_channel::Sender<EngineStats>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,6 +139,8 @@ pub struct Shared {
     /// senders check it under the same lock, so no command is ever left
     /// unread in the channel.
     pub inbox_closed: Mutex<bool>,
+    /// The figures as they were when the engine thread ended.
+    pub final_stats: Mutex<Option<EngineStats>>,
     /// The fork gate: the engine thread parks here, holding no lock, while
     /// the process forks (see `pause_all`).
     pub pause: Signal<PauseState>,
@@ -195,6 +201,7 @@ impl Shared {
             wake_pending: AtomicBool::new(false),
             asleep: AtomicBool::new(false),
             inbox_closed: Mutex::new(false),
+            final_stats: Mutex::new(None),
             pause: Signal::new(PauseState::default()),
             waker,
         });

@@ -318,6 +318,13 @@ impl PyEngine {
         self.engine.shared.status.lock().exit_code(pid)
     }
 
+    /// Every worker's figures, and the workers that ended (see
+    /// `ferropool._stats`), as a dict.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let stats = crate::python::stats::collect(py, &self.engine);
+        crate::python::stats::to_python(py, &stats)
+    }
+
     /// Whether worker `pid` runs, or has not ended yet (its exit status is
     /// not known), as `multiprocessing.Process.is_alive`.
     fn worker_alive(&self, pid: i32) -> bool {

@@ -8,6 +8,7 @@ pub mod buffer;
 pub mod engine;
 pub mod errors;
 pub mod payload;
+pub mod stats;
 pub mod wait;
 pub mod worker;
 

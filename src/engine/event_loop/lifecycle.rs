@@ -81,7 +81,9 @@ impl EventLoop {
                         timed_out: false,
                         violation: None,
                         last_byte_at: Instant::now(),
+                        started_at: Instant::now(),
                     });
+                    self.workers_started += 1;
                     let idx = self.workers.len() - 1;
                     self.flush(idx);
                 }
@@ -199,6 +201,8 @@ impl EventLoop {
                 before_ready: w.state == WorkerState::Starting,
                 killed_by_us: w.timed_out || w.violation.is_some(),
                 violation: w.violation.take(),
+                timed_out: w.timed_out,
+                figures: w.slot.figures,
                 lost,
                 since: Instant::now(),
             });
@@ -322,6 +326,7 @@ impl EventLoop {
         }
         // An exit we asked for, or a kill we made, is no news.
         let unexpected = !(d.killed_by_us || (d.expected && exit == ExitInfo::Code(0)));
+        self.record_end(&d, exit, unexpected);
         if !unexpected {
             self.shared.log(log::Level::Debug, format!("{who} exited"));
         } else if self.phase != Phase::Terminating {

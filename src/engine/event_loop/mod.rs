@@ -27,9 +27,11 @@ use crate::engine::scheduler::{Delivered, Scheduler, Task, WorkerSlot};
 use crate::engine::shared::{clear_wake, Command, EngineConfig, Phase, ServiceEvent, Shared};
 use crate::engine::shm::{self, FdReader, ReceivedMap, Sender};
 use crate::engine::spin::{SpinSwitch, Spun};
+use crate::engine::stats::{Figures, History};
 use crate::engine::supervisor::{signal_worker, ExitInfo, Launcher, OwnChild, ZygoteEvent};
 use std::os::fd::OwnedFd;
 
+mod figures;
 mod lifecycle;
 
 /// How long to wait for the exit status of a worker whose socket closed.
@@ -85,6 +87,7 @@ struct Worker {
     violation: Option<String>,
     /// When the last byte came from it (a frame left unfinished is timed).
     last_byte_at: Instant,
+    started_at: Instant,
 }
 
 /// The shared memory a worker's result frame announces, in `fd` (the
@@ -193,6 +196,10 @@ struct Dying {
     killed_by_us: bool,
     /// It broke the protocol (and was killed for it): what it sent.
     violation: Option<String>,
+    /// It was killed for running past the task timeout.
+    timed_out: bool,
+    /// What it did (see `Pool.stats()`).
+    figures: Figures,
     since: Instant,
 }
 
@@ -221,6 +228,9 @@ pub struct EventLoop {
     zygote_exits: HashMap<i32, ExitInfo>,
     terminate_deadline: Option<Instant>,
     published_pids: Vec<i32>,
+    /// Workers launched, and those that ended (see `Pool.stats()`).
+    workers_started: u64,
+    history: History,
 }
 
 impl EventLoop {
@@ -253,6 +263,8 @@ impl EventLoop {
             zygote_exits: HashMap::new(),
             terminate_deadline: None,
             published_pids: Vec::new(),
+            workers_started: 0,
+            history: History::default(),
         }
     }
 
@@ -280,6 +292,7 @@ impl EventLoop {
             self.advance_phase();
             self.publish_status();
         }
+        *crate::engine::sync::lock(&self.shared.final_stats) = Some(self.stats_snapshot());
         self.launcher = None; // closes the zygote's control socket: it exits
                               // Stop taking commands, then answer every one already sent (their
                               // tasks are refused): none may be left unread.
@@ -441,6 +454,10 @@ impl EventLoop {
                 }
             }
             Command::WorkerForked { number, pid } => self.worker_forked(number, pid),
+            Command::Stats(reply) => {
+                // The asker may have given up waiting: nobody to tell.
+                let _ = reply.send(self.stats_snapshot());
+            }
             Command::CancelQueued { job } => {
                 let d = self.scheduler.cancel_queued(job);
                 self.after_delivery(job, d);
