@@ -62,10 +62,11 @@ lint: install
 	$(PY) -m pip install -q -e '.[test,lint]'
 	cargo fmt --check
 	PYO3_PYTHON=$(abspath $(PY)) cargo clippy --all-targets --quiet -- -D warnings
-	$(PY) -m ruff check python tests benches conformance
+	$(PY) -m ruff check python tests benches conformance examples
 	$(PY) -m ruff format --check python benches
 	$(PY) -m mypy.stubtest ferropool._native
-	$(PY) -m mypy python/ferropool benches/ferropool_bench
+	$(PY) -m mypy --strict python/ferropool examples
+	$(PY) -m mypy benches/ferropool_bench
 
 clean:
 	rm -rf $(VENV) target .pytest_cache .conformance

@@ -101,7 +101,7 @@ __all__ = list(_mp.__all__) + [
 ]
 
 
-def __dir__() -> list:
+def __dir__() -> list[Any]:
     return sorted(set(globals()) | set(_LAZY))
 
 

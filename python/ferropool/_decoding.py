@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import pickle
 
-from ._native import (  # noqa: F401  (re-exported: the parent's code imports them from here)
+from ._native import (
     CANCELLED,
     ENCODING_ERROR,
-    LOCAL_ERROR,
     OK,
     OK_OUT_OF_BAND,
     POOL_BROKEN,

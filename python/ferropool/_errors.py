@@ -15,7 +15,7 @@ __all__ = [
 ]
 
 
-def _timeout_bases() -> tuple:
+def _timeout_bases() -> tuple[type, ...]:
     # The builtin TimeoutError, and the two library ones where they differ
     # from it (concurrent.futures' is the builtin one from Python 3.11 on).
     bases = [multiprocessing.TimeoutError, concurrent.futures.TimeoutError, TimeoutError]

@@ -17,10 +17,10 @@ import time
 import weakref
 from concurrent.futures import Future
 
-from ._decoding import POOL_BROKEN, decode
+from ._decoding import decode
 from ._errors import BrokenProcessPool
 from ._lifecycle import Ownership, executors_at_exit
-from ._native import APPLY, EngineStopped
+from ._native import APPLY, POOL_BROKEN, EngineStopped
 
 # `typing` only for the type checker (start-up time of a short script).
 TYPE_CHECKING = False
@@ -42,7 +42,13 @@ INTERPRETER_SHUTDOWN_MESSAGE = "cannot schedule new futures after interpreter sh
 log = logging.getLogger("ferropool")
 
 
-class EngineFuture(Future):
+if TYPE_CHECKING:
+    _FutureOfAny = Future[Any]
+else:  # `typing` is not imported at run time
+    _FutureOfAny = Future
+
+
+class EngineFuture(_FutureOfAny):
     """The executor's futures. `result()` and `exception()` wait on the
     engine's job themselves and settle what has arrived in the waiting
     thread: one hand-over fewer than waiting for the service thread to settle
@@ -52,7 +58,7 @@ class EngineFuture(Future):
     def __init__(self) -> None:
         super().__init__()
         # (core, engine job) once the work is handed to the engine.
-        self._carried_by: Optional[tuple] = None
+        self._carried_by: Optional[tuple[Any, ...]] = None
 
     def has_done_callbacks(self) -> bool:
         return bool(self._done_callbacks)  # type: ignore[attr-defined]
@@ -110,7 +116,7 @@ class _Stream:
 
     def __init__(self, fn: Callable[..., Any], job: Any, on_dead: Callable[[Any], None]) -> None:
         try:
-            self._ref: Optional[weakref.ref] = weakref.ref(fn, on_dead)
+            self._ref: Optional[weakref.ref[Any]] = weakref.ref(fn, on_dead)
             self._strong: Any = None
         except TypeError:
             self._ref = None
@@ -153,7 +159,7 @@ class ExecutorCore:
         # Outcomes a waiting caller took for futures with done-callbacks: the
         # service thread settles them (it hears of each outcome after it
         # arrived, so after the take). (stream, item, status, payload)
-        self.for_service: List[tuple] = []
+        self.for_service: List[tuple[Any, ...]] = []
         self.shutdown = False
         self.engine_closed = False
         self.broken: Optional[str] = None
@@ -176,7 +182,9 @@ class ExecutorCore:
         if self.shutdown:
             raise RuntimeError(SHUTDOWN_MESSAGE)
 
-    def submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
+    def submit(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Future[Any]:
         with self.lock:
             self.check_open()
             future = EngineFuture()
@@ -286,7 +294,7 @@ class ExecutorCore:
         if tracker is not None:
             self._count_progress(job_id, tracker)
             return
-        taken: List[tuple] = []
+        taken: List[tuple[Any, ...]] = []
         with self.lock:
             stream = self.by_job.get(job_id)
             if stream is not None:
@@ -312,7 +320,7 @@ class ExecutorCore:
                 self.for_service = []
         if not taken:
             return
-        settled: List[tuple] = []
+        settled: List[tuple[Any, ...]] = []
         broken = None
         for _, item, status, payload in taken:
             success, value = decode(status, payload, executor=True)
@@ -408,7 +416,7 @@ class ExecutorCore:
             fail(RuntimeError(SHUTDOWN_MESSAGE))
 
 
-def _settle(future: Future, success: bool, value: Any) -> None:
+def _settle(future: Future[Any], success: bool, value: Any) -> None:
     """Sets a future's outcome. Its done-callbacks run here; one that raises
     even SystemExit must not stop the thread that settles the others."""
     try:

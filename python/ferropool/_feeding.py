@@ -123,7 +123,7 @@ class Reader:
         self.first_item = 0  # the next chunk's first item's
         self.exhausted = False
 
-    def next_payload(self, size: int) -> Optional[bytes]:
+    def next_payload(self, size: int) -> Any:
         """The next chunk, pickled; None when it failed (recorded) or the
         input has ended (`exhausted`)."""
         try:
@@ -182,7 +182,8 @@ def feed(
     def wait_room() -> int:
         # 0 once the job takes no more input (terminate, broken pool,
         # consumer gone): stop reading, even an endless input.
-        return job.wait_room(window.limit, feeder_min_room(window.limit))
+        room: int = job.wait_room(window.limit, feeder_min_room(window.limit))
+        return room
 
     try:
         room = wait_room()

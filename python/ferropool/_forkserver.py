@@ -41,7 +41,7 @@ PER_POOL_KEYS = ("sys_path", "sys_argv", "dir", "authkey", "log_to_stderr", "log
 
 
 class _Server:
-    def __init__(self, proc: subprocess.Popen, sock: socket.socket) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
         self.proc = proc
         self.sock = sock
         self.owner = os.getpid()
@@ -179,7 +179,7 @@ def _send_blob(sock: socket.socket, blob: bytes, fds: List[int]) -> None:
         sock.sendall(data[sent:])
 
 
-def _recv_blob(sock: socket.socket) -> tuple:
+def _recv_blob(sock: socket.socket) -> tuple[Any, ...]:
     """(blob, fds); blob is empty when the other end closed."""
     head, fds, _, _ = socket.recv_fds(sock, LENGTH.size, MAX_FDS)
     if not head:

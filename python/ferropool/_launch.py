@@ -60,7 +60,7 @@ def start_method_of(ctx: Any) -> str:
     """The start method a (stdlib or ferropool) context stands for."""
     if ctx is None:
         ctx = mp_context._default_context
-    method = ctx.get_start_method()
+    method: str = ctx.get_start_method()
     if method not in WORKER_NAMES:
         raise ValueError(f"ferropool does not support the start method {method!r}")
     return method
@@ -89,7 +89,7 @@ class FdCollector:
 
 def reserve_worker_numbers(count: int) -> int:
     """Worker names continue the stdlib's process counter (ForkPoolWorker-N)."""
-    first = next(process._process_counter)
+    first: int = next(process._process_counter)
     for _ in range(count - 1):
         next(process._process_counter)
     return first
@@ -179,7 +179,7 @@ def _patched() -> bool:
     return patching is not None and patching.is_patched()
 
 
-def _start_spawn(processes: int, setup: WorkerSetup, common: dict) -> Running:
+def _start_spawn(processes: int, setup: WorkerSetup, common: dict[str, Any]) -> Running:
     from multiprocessing import spawn
 
     fds = FdCollector()
@@ -199,7 +199,7 @@ def _start_spawn(processes: int, setup: WorkerSetup, common: dict) -> Running:
     return Running(engine, _nothing, _refuse_forks)
 
 
-def _start_forkserver(processes: int, setup: WorkerSetup, common: dict) -> Running:
+def _start_forkserver(processes: int, setup: WorkerSetup, common: dict[str, Any]) -> Running:
     from multiprocessing import spawn
 
     from . import _forkserver
@@ -342,7 +342,7 @@ def _worker_socketpair() -> tuple[socket.socket, socket.socket]:
     return pair
 
 
-def _start_fork(processes: int, setup: WorkerSetup, common: dict) -> Running:
+def _start_fork(processes: int, setup: WorkerSetup, common: dict[str, Any]) -> Running:
     by_caller = threading.current_thread() is threading.main_thread()
     forker = _Forker(setup, first_from_service=0 if by_caller else processes)
     pairs = [_worker_socketpair() for _ in range(processes)] if by_caller else []

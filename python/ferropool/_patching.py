@@ -142,7 +142,7 @@ multiprocessing pools and ProcessPoolExecutors, and those of the libraries
 it uses, are ferropool's."""
 
 
-def run_main(argv: list) -> int:
+def run_main(argv: list[Any]) -> int:
     """``python -m ferropool run``: as ``python script.py`` or ``python -m
     module`` would run it, patched first."""
     if not argv or argv[0] in ("-h", "--help") or (argv[0] == "-m" and len(argv) < 2):

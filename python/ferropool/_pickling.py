@@ -161,7 +161,8 @@ def dumps(obj: Any) -> bytes:
     r.busy = True
     try:
         _dump_reusing(r, obj)
-        return r.sink.getvalue()
+        pickled: bytes = r.sink.getvalue()
+        return pickled
     finally:
         r.done()
 
@@ -310,7 +311,7 @@ def dumps_function(func: Any) -> bytes:
 _PLAIN_SCALARS = frozenset({int, float, str, bool, type(None)})
 
 
-def dumps_call(args: tuple, kwds: dict) -> Any:
+def dumps_call(args: tuple[Any, ...], kwds: dict[str, Any]) -> Any:
     if not kwds and len(args) <= _PLAIN_CHECK_MAX:
         for arg in args:
             if type(arg) not in _PLAIN_SCALARS:
@@ -323,7 +324,7 @@ def dumps_call(args: tuple, kwds: dict) -> Any:
         raise _named(e, _culprit_in_call(args, kwds)) from e
 
 
-def _culprit_in_call(args: tuple, kwds: dict) -> str:
+def _culprit_in_call(args: tuple[Any, ...], kwds: dict[str, Any]) -> str:
     for i, arg in enumerate(args):
         if not _picklable(arg):
             return f"argument {i} ({_short(arg)})"

@@ -10,9 +10,10 @@ import time
 from multiprocessing import TimeoutError as MPTimeoutError
 
 from ._aio import until
-from ._decoding import LOCAL_ERROR, decode
+from ._decoding import decode
 from ._feeding import Window, feeder_min_room
 from ._lifecycle import in_service_thread, pools_at_exit
+from ._native import LOCAL_ERROR
 
 # `typing`, `logging` and `_errors` are imported where needed (start-up
 # time of a short script, see _decoding).
@@ -58,7 +59,7 @@ class ApplyResult:
         self._callback = callback
         self._error_callback = error_callback
         self._lock = threading.Lock()
-        self._outcome: Optional[tuple] = None  # (success, value or exception)
+        self._outcome: Optional[tuple[Any, ...]] = None  # (success, value or exception)
         # Exceptions of tasks that never left the parent, by task index
         # (input that raised or could not be pickled: see _feeding.Reader).
         self._local_errors: Dict[int, BaseException] = {}
@@ -69,7 +70,7 @@ class ApplyResult:
         return f"<{type(self).__module__}.{type(self).__qualname__} object at {id(self):#x}>"
 
     def ready(self) -> bool:
-        return self._job.ready()
+        return bool(self._job.ready())
 
     def __await__(self) -> Generator[Any, None, Any]:
         """``await result``: its value (or its exception raised), without
@@ -82,7 +83,7 @@ class ApplyResult:
     def successful(self) -> bool:
         if not self.ready():
             raise ValueError(f"{self!r} not ready")
-        return self._resolve()[0]
+        return bool(self._resolve()[0])
 
     def wait(self, timeout: Optional[float] = None) -> None:
         self._job.wait(timeout)
@@ -95,7 +96,7 @@ class ApplyResult:
             return value
         _raise(value)
 
-    def _resolve(self) -> tuple:
+    def _resolve(self) -> tuple[Any, ...]:
         with self._lock:
             if self._outcome is None:
                 self._outcome = self._collect(self._job.take())
@@ -104,13 +105,13 @@ class ApplyResult:
                     self._progress.finish(self._job.counts()[0])
             return self._outcome
 
-    def _decode(self, index: int, status: int, payload: bytes) -> tuple:
+    def _decode(self, index: int, status: int, payload: bytes) -> tuple[Any, ...]:
         _stop_here_at_exit()
         if status == LOCAL_ERROR:
             return False, self._local_errors.pop(index)
         return decode(status, payload)
 
-    def _collect(self, outcomes: List[tuple]) -> tuple:
+    def _collect(self, outcomes: List[tuple[Any, ...]]) -> tuple[Any, ...]:
         for index, status, payload in outcomes:
             return self._decode(index, status, payload)
         return False, RuntimeError("ferropool: the task finished without a result")
@@ -193,7 +194,7 @@ class MapResult(ApplyResult):
             if self._outcome is None:
                 self._absorb(self._job.take())
 
-    def _absorb(self, outcomes: List[tuple]) -> None:
+    def _absorb(self, outcomes: List[tuple[Any, ...]]) -> None:
         for index, status, payload in outcomes:
             success, value = self._decode(index, status, payload)
             if success and self._value is not None:
@@ -205,7 +206,7 @@ class MapResult(ApplyResult):
                 self._value = None
                 self._early = {}
 
-    def _add(self, index: int, chunk: Any) -> tuple:
+    def _add(self, index: int, chunk: Any) -> tuple[Any, ...]:
         assert self._value is not None
         if type(chunk) is not list:
             chunk = list(chunk)
@@ -227,7 +228,7 @@ class MapResult(ApplyResult):
         self._value[start : start + size] = chunk
         return True, None
 
-    def _collect(self, outcomes: List[tuple]) -> tuple:
+    def _collect(self, outcomes: List[tuple[Any, ...]]) -> tuple[Any, ...]:
         self._absorb(outcomes)
         if self._failure is not None:
             return False, self._failure
@@ -237,7 +238,7 @@ class MapResult(ApplyResult):
         return True, result
 
 
-def _changed_since(job: Any, seen: tuple) -> Any:
+def _changed_since(job: Any, seen: tuple[Any, ...]) -> Any:
     """Whether `job` has news since its state was `seen`."""
     return lambda: (job.counts(), job.complete()) != seen
 
@@ -254,9 +255,9 @@ class IMapIterator:
         self._job = job
         self._ordered = ordered
         self._chunked = chunked
-        self._pending: Dict[int, tuple] = {}
+        self._pending: Dict[int, tuple[Any, ...]] = {}
         # Outcomes taken from the engine and not yet looked at (taken in batches).
-        self._arrived: Deque[tuple] = collections.deque()
+        self._arrived: Deque[tuple[Any, ...]] = collections.deque()
         self._next_index = 0
         self._buffer: List[Any] = []
         self._stopped = False
@@ -330,7 +331,7 @@ class IMapIterator:
             self._unreleased = 0
             self._largest_unreleased = 0
 
-    def _next_chunk(self, timeout: Optional[float]) -> tuple:
+    def _next_chunk(self, timeout: Optional[float]) -> tuple[Any, ...]:
         while True:
             if self._ordered and self._next_index in self._pending:
                 status, payload = self._pending.pop(self._next_index)
@@ -351,7 +352,7 @@ class IMapIterator:
                 return self._decode(index, status, payload)
             self._pending[index] = (status, payload)
 
-    def _decode(self, index: int, status: int, payload: bytes) -> tuple:
+    def _decode(self, index: int, status: int, payload: bytes) -> tuple[Any, ...]:
         _stop_here_at_exit()
         if status == LOCAL_ERROR:
             return False, self._local_errors.pop(index)
@@ -359,7 +360,7 @@ class IMapIterator:
             self._largest_unreleased = len(payload)
         return decode(status, payload)
 
-    def _finish(self) -> tuple:
+    def _finish(self) -> tuple[Any, ...]:
         self._stopped = True
         self._pool = None
         if self._progress is not None:

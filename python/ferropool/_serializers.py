@@ -48,7 +48,7 @@ class Serializer:
     def function(self, func: Any) -> bytes:
         return _pickling.dumps_function(func)
 
-    def call(self, args: tuple, kwds: dict) -> Any:
+    def call(self, args: tuple[Any, ...], kwds: dict[str, Any]) -> Any:
         return _pickling.dumps_call(args, kwds)
 
     def chunk(self, chunk: Sequence[Any], first_index: int) -> Any:
@@ -74,7 +74,7 @@ class _WithFallback(Serializer):
         except Exception as e:
             return _by_value(e, func, func)
 
-    def call(self, args: tuple, kwds: dict) -> Any:
+    def call(self, args: tuple[Any, ...], kwds: dict[str, Any]) -> Any:
         try:
             return _pickling.dumps_call(args, kwds)
         except Exception as e:
@@ -161,7 +161,7 @@ class _WholeObjects(Serializer):
     def function(self, func: Any) -> bytes:
         return self._send(func, lambda: f"the function {_pickling._short(func)}")
 
-    def call(self, args: tuple, kwds: dict) -> Any:
+    def call(self, args: tuple[Any, ...], kwds: dict[str, Any]) -> Any:
         return self._send((args, kwds), lambda: "the call's arguments")
 
     def chunk(self, chunk: Sequence[Any], first_index: int) -> Any:

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 ZYGOTE_RECORD = struct.Struct("<QQQ")
 
 # fds this process inherited for the pool's setup (see _launch.FdCollector).
-_inherited_fds: list = []
+_inherited_fds: list[int] = []
 
 
 class WorkerSetup:
@@ -124,7 +124,7 @@ def _describe(exc: BaseException) -> str:
 IN_CALL, IN_ARGUMENTS, IN_FUNCTION = 0, 1, 2
 
 
-def _dump_exception(exc: BaseException, stage: int = IN_CALL) -> tuple:
+def _dump_exception(exc: BaseException, stage: int = IN_CALL) -> tuple[Any, ...]:
     """(RAISED, pickled (pickled exception, text, stage)) or, when the
     exception cannot be pickled, (RAISED_UNPICKLABLE, text). The text lets
     the parent report an exception it cannot unpickle (a class only the
@@ -149,14 +149,14 @@ def _call(mode: int, func: Callable[..., Any], args: Any) -> Any:
     return list(itertools.starmap(func, args))
 
 
-def _dump_value(result: Any) -> tuple:
+def _dump_value(result: Any) -> tuple[Any, ...]:
     out_of_band, data = _pickling.dumps_result(result)
     return (OK_OUT_OF_BAND if out_of_band else OK), data
 
 
 def _task_runner(
     executor: bool, loads: Callable[[Any], Any] = pickle.loads
-) -> Callable[[int, Callable[..., Any], bytes], tuple]:
+) -> Callable[[int, Callable[..., Any], bytes], tuple[Any, ...]]:
     """The function the Rust loop calls to run one task: (mode, function,
     pickled arguments) -> (status, pickled bytes).
 
@@ -174,7 +174,7 @@ def _task_runner(
     makes it a TaskTransferError) and the worker carries on."""
     caught = BaseException if executor else Exception
 
-    def run(mode: int, func: Callable[..., Any], payload: bytes) -> tuple:
+    def run(mode: int, func: Callable[..., Any], payload: bytes) -> tuple[Any, ...]:
         try:
             args = loads(payload)
         except BaseException as e:
@@ -191,7 +191,7 @@ def _task_runner(
     return run
 
 
-def _encoding_error(error: BaseException, result: Any) -> tuple:
+def _encoding_error(error: BaseException, result: Any) -> tuple[Any, ...]:
     from multiprocessing.pool import MaybeEncodingError  # see _dump_exception
 
     try:
@@ -204,7 +204,7 @@ run_task = _task_runner(executor=False)
 run_executor_task = _task_runner(executor=True)
 
 
-def load_failed(exc: BaseException) -> tuple:
+def load_failed(exc: BaseException) -> tuple[Any, ...]:
     return _dump_exception(exc, IN_FUNCTION)
 
 
@@ -405,7 +405,7 @@ def zygote_loop(ctl: socket.socket, setup: WorkerSetup, forked_from_parent: bool
     wake_w.setblocking(False)
     signal.set_wakeup_fd(wake_w.fileno())
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    children: set = set()
+    children: set[Any] = set()
     my_pid = os.getpid()
 
     def reap() -> None:

@@ -10,7 +10,9 @@ import multiprocessing
 # `typing` only for the type checker (start-up time of a short script).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Optional
+    from typing import Any, Callable, Iterable, Optional
+
+    from .pool import Pool
 
 __all__ = ["FerroContext", "get_context"]
 
@@ -19,7 +21,14 @@ class FerroContext:
     def __init__(self, base: Any) -> None:
         self._base = base
 
-    def Pool(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None, **options):  # noqa: N802
+    def Pool(  # noqa: N802
+        self,
+        processes: Optional[int] = None,
+        initializer: Optional[Callable[..., Any]] = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: Optional[int] = None,
+        **options: Any,
+    ) -> Pool:
         from .pool import Pool
 
         return Pool(processes, initializer, initargs, maxtasksperchild, context=self, **options)
@@ -28,7 +37,8 @@ class FerroContext:
         return get_context(method)
 
     def get_start_method(self, allow_none: bool = False) -> Optional[str]:
-        return self._base.get_start_method(allow_none)
+        method: Optional[str] = self._base.get_start_method(allow_none)
+        return method
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._base, name)

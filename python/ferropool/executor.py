@@ -127,7 +127,7 @@ class ProcessPoolExecutor(Executor):
 
     # ----- submitting ----------------------------------------------------
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         _arguments.check_callable(fn)
         return self._core.submit(fn, args, kwargs)  # type: ignore[union-attr]
 
@@ -248,14 +248,14 @@ except (AttributeError, RuntimeError):  # imported while the interpreter exits
     atexit.register(executors_at_exit.stop_all)
 
 
-def _run_chunk(fn: Callable[..., Any], chunk: List[tuple]) -> List[Any]:
+def _run_chunk(fn: Callable[..., Any], chunk: List[tuple[Any, ...]]) -> List[Any]:
     return [fn(*args) for args in chunk]
 
 
 def _map_through_submit(
-    submit: Callable[..., Future],
+    submit: Callable[..., Future[Any]],
     fn: Callable[..., Any],
-    iterables: tuple,
+    iterables: tuple[Any, ...],
     end_time: Optional[float],
     chunksize: int,
     buffersize: Optional[int],
@@ -274,17 +274,19 @@ def _map_through_submit(
     return _chunk_results(futures, more, submit, call, end_time, tracker)
 
 
-def _counting_submit(submit: Callable[..., Future], tracker: Progress) -> Callable[..., Future]:
+def _counting_submit(
+    submit: Callable[..., Future[Any]], tracker: Progress
+) -> Callable[..., Future[Any]]:
     """`submit`, counting each chunk whose future is done."""
     lock = threading.Lock()
     done = [0]
 
-    def one_more(_: Future) -> None:
+    def one_more(_: Future[Any]) -> None:
         with lock:
             done[0] += 1
             tracker.chunks_arrived(done[0])
 
-    def counting(call: Callable[..., Any], chunk: List[tuple]) -> Future:
+    def counting(call: Callable[..., Any], chunk: List[tuple[Any, ...]]) -> Future[Any]:
         future = submit(call, chunk)
         future.add_done_callback(one_more)
         return future
@@ -293,9 +295,9 @@ def _counting_submit(submit: Callable[..., Future], tracker: Progress) -> Callab
 
 
 def _chunk_results(
-    futures: Deque[Future],
-    more: Optional[Iterator[List[tuple]]],
-    submit: Callable[..., Future],
+    futures: Deque[Future[Any]],
+    more: Optional[Iterator[List[tuple[Any, ...]]]],
+    submit: Callable[..., Future[Any]],
     call: Callable[..., Any],
     end_time: Optional[float],
     tracker: Optional[Progress] = None,

@@ -265,7 +265,10 @@ class Pool:
         return Window(buffersize)
 
     def apply(
-        self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: Optional[dict] = None
+        self,
+        func: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwds: Optional[dict[str, Any]] = None,
     ) -> Any:
         """Calls ``func(*args, **kwds)`` in a worker and returns the result."""
         return self.apply_async(func, args, kwds).get()
@@ -274,7 +277,7 @@ class Pool:
         self,
         func: Callable[..., Any],
         args: Iterable[Any] = (),
-        kwds: Optional[dict] = None,
+        kwds: Optional[dict[str, Any]] = None,
         callback: Optional[Callable[[Any], Any]] = None,
         error_callback: Optional[Callable[[BaseException], Any]] = None,
     ) -> ApplyResult:
@@ -297,7 +300,10 @@ class Pool:
         """Like ``list(map(func, iterable))``, run in the workers.
         ``progress``: True for a progress bar (tqdm, or a counter on
         stderr), or a callable given ``(done, total)``."""
-        return self._map_async(func, iterable, MAP, chunksize, progress=progress).get()
+        results: List[Any] = self._map_async(
+            func, iterable, MAP, chunksize, progress=progress
+        ).get()
+        return results
 
     def starmap(
         self,
@@ -308,18 +314,21 @@ class Pool:
         progress: Any = None,
     ) -> List[Any]:
         """Like ``list(itertools.starmap(func, iterable))``, run in the workers."""
-        return self._map_async(func, iterable, STARMAP, chunksize, progress=progress).get()
+        results: List[Any] = self._map_async(
+            func, iterable, STARMAP, chunksize, progress=progress
+        ).get()
+        return results
 
     def map_async(
         self,
-        func,
-        iterable,
-        chunksize=None,
-        callback=None,
-        error_callback=None,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: Optional[int] = None,
+        callback: Optional[Callable[[List[Any]], Any]] = None,
+        error_callback: Optional[Callable[[BaseException], Any]] = None,
         *,
-        buffersize=None,
-        progress=None,
+        buffersize: Optional[int] = None,
+        progress: Any = None,
     ) -> MapResult:
         """``map`` without waiting. Input without a length (a generator) is
         read lazily, at most ``buffersize`` chunks ahead."""
@@ -329,14 +338,14 @@ class Pool:
 
     def starmap_async(
         self,
-        func,
-        iterable,
-        chunksize=None,
-        callback=None,
-        error_callback=None,
+        func: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: Optional[int] = None,
+        callback: Optional[Callable[[List[Any]], Any]] = None,
+        error_callback: Optional[Callable[[BaseException], Any]] = None,
         *,
-        buffersize=None,
-        progress=None,
+        buffersize: Optional[int] = None,
+        progress: Any = None,
     ) -> MapResult:
         return self._map_async(
             func, iterable, STARMAP, chunksize, callback, error_callback, buffersize, progress
