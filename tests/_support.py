@@ -30,20 +30,26 @@ def child_env() -> dict:
     return dict(os.environ, PYTHONPATH=os.pathsep.join(path), PYTHONIOENCODING="utf-8")
 
 
-def run_script(
-    directory: Path, text: str, *args: str, timeout: float = 50
-) -> subprocess.CompletedProcess:
-    """Writes `text` to a script in `directory` and runs it in a fresh
-    interpreter (it can import the test helpers); its output as text."""
-    script = directory / "script.py"
-    script.write_text(text)
+def run_python(*args: str, cwd=None, timeout: float = 50) -> subprocess.CompletedProcess:
+    """Runs `python ARGS...` in a fresh interpreter (it can import the test
+    helpers); its output as text."""
     return subprocess.run(
-        [sys.executable, str(script), *args],
+        [sys.executable, *args],
+        cwd=cwd,
         env=child_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def run_script(
+    directory: Path, text: str, *args: str, timeout: float = 50
+) -> subprocess.CompletedProcess:
+    """Writes `text` to a script in `directory` and runs it (run_python)."""
+    script = directory / "script.py"
+    script.write_text(text)
+    return run_python(str(script), *args, timeout=timeout)
 
 
 def default_sigint() -> None:

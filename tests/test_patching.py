@@ -11,14 +11,12 @@ import concurrent.futures.process
 import json
 import multiprocessing
 import multiprocessing.pool
-import subprocess
-import sys
 import textwrap
 
 import _helpers as h
 import ferropool
 import pytest
-from _support import METHODS, child_env, run_script
+from _support import METHODS, run_python, run_script
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -62,14 +60,7 @@ PROGRAM = PROBE + textwrap.dedent(
 
 
 def _run(args, cwd, timeout=80):
-    done = subprocess.run(
-        [sys.executable, "-m", "ferropool", "run", *args],
-        cwd=cwd,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    done = run_python("-m", "ferropool", "run", *args, cwd=cwd, timeout=timeout)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -94,9 +85,7 @@ def test_run_a_module_unchanged_on_ferropool(tmp_path):
 
 
 def test_run_without_a_program_prints_its_usage():
-    done = subprocess.run(
-        [sys.executable, "-m", "ferropool", "run"], capture_output=True, text=True, timeout=60
-    )
+    done = run_python("-m", "ferropool", "run")
     assert done.returncode == 2
     assert "python -m ferropool run script.py" in done.stdout
 

@@ -4,14 +4,13 @@ the standard pickler cannot send them), and `serializer=`."""
 from __future__ import annotations
 
 import pickle
-import subprocess
 import sys
 import textwrap
 
 import _helpers as h
 import ferropool
 import pytest
-from _support import METHODS, child_env, run_script
+from _support import METHODS, run_python, run_script
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -105,14 +104,7 @@ def test_a_function_defined_in_an_interactive_session(tmp_path):
                 print(method, pool.map(double, range(3)))
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=50,
-    )
+    done = run_python("-c", code, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "fork [0, 2, 4]",
