@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test test-rust test-python test-bigmem conformance demo bench bench-chart lint clean
+.PHONY: install test test-rust test-python test-bigmem conformance demo bench bench-chart lint wheel clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -68,5 +68,15 @@ lint: install
 	$(PY) -m mypy --strict python/ferropool examples
 	$(PY) -m mypy benches/ferropool_bench
 
+# One abi3 wheel (CPython 3.9+) for manylinux2014 x86_64 (glibc 2.17), linked
+# with zig so that this machine's newer glibc does not leak into it, and an
+# sdist; both in dist/. `auditwheel show dist/*.whl` names the platform tag.
+wheel: $(PY)
+	$(PY) -m pip install -q maturin ziglang auditwheel
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m maturin build --release --zig \
+		--compatibility manylinux2014 -o dist
+	$(PY) -m maturin sdist -o dist
+	$(VENV)/bin/auditwheel show dist/*.whl
+
 clean:
-	rm -rf $(VENV) target .pytest_cache .conformance
+	rm -rf $(VENV) target .pytest_cache .conformance dist
