@@ -456,7 +456,8 @@ class Pool:
         progress: Any = None,
     ) -> IMapIterator:
         """Lazy, ordered ``map``: input is read as workers need it, at most
-        ``buffersize`` chunks ahead (default: 8 per worker)."""
+        ``buffersize`` chunks ahead (default: 32 per worker at first, up to
+        256 while results are small, 4 once they are large)."""
         return self._imap(func, iterable, chunksize, True, buffersize, progress)
 
     def imap_unordered(
