@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test test-rust test-python test-bigmem conformance demo bench bench-chart lint wheel clean
+.PHONY: install test test-rust test-python test-bigmem conformance demo bench bench-chart lint docs wheel clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,15 @@ lint: install
 	$(PY) -m mypy --strict python/ferropool examples
 	$(PY) -m mypy benches/ferropool_bench
 
+# The documentation site: the Markdown pages in docs/ (mkdocs.yml), with the API
+# reference read from the docstrings in python/ by mkdocstrings (static analysis:
+# nothing is imported), built into site/. --strict: a warning (a broken link, a
+# reference that does not resolve) fails the build. NO_MKDOCS_2_WARNING quiets
+# mkdocs-material's banner about its own future, which is not about these pages.
+docs: $(PY)
+	$(PY) -m pip install -q -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
 # One abi3 wheel (CPython 3.9+) for manylinux2014 x86_64 (glibc 2.17), linked
 # with zig so that this machine's newer glibc does not leak into it, and an
 # sdist; both in dist/. `auditwheel show dist/*.whl` names the platform tag.
@@ -79,4 +88,4 @@ wheel: $(PY)
 	$(VENV)/bin/auditwheel show dist/*.whl
 
 clean:
-	rm -rf $(VENV) target .pytest_cache .conformance dist
+	rm -rf $(VENV) target .pytest_cache .conformance site dist
