@@ -177,3 +177,17 @@ def test_patched_leaves_an_earlier_patch_in_place():
     with ferropool.patched():
         assert ferropool._patching.is_patched()
     assert not ferropool._patching.is_patched()
+
+
+def test_the_stdlibs_other_pool_names_through_ferropool_pool():
+    """`import ferropool as multiprocessing` leaves `multiprocessing.pool.ThreadPool`
+    (and the module's other names) the stdlib's."""
+    import ferropool as mp
+
+    assert mp.pool.Pool is ferropool.Pool
+    assert mp.pool.ThreadPool is multiprocessing.pool.ThreadPool
+    assert mp.pool.MaybeEncodingError is multiprocessing.pool.MaybeEncodingError
+    with mp.pool.ThreadPool(2) as threads:
+        assert threads.map(h.square, range(4)) == [0, 1, 4, 9]
+    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
+        mp.pool.not_a_name  # noqa: B018

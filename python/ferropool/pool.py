@@ -557,3 +557,19 @@ def _news_runner(
             result.absorb_arrived()
 
     return on_news
+
+
+def __getattr__(name: str) -> Any:
+    """`ferropool.pool` stands where `multiprocessing.pool` does (`import
+    ferropool as multiprocessing`): the stdlib's other names there
+    (`ThreadPool`, `MaybeEncodingError`, ...) are the stdlib's own, imported
+    on first use (private names are not looked for: the import system and
+    pickle probe modules for dunders, and must not pay for the stdlib's pool)."""
+    if name.startswith("_"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import multiprocessing.pool as stdlib_pool
+
+    try:
+        return getattr(stdlib_pool, name)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
