@@ -399,3 +399,34 @@ def test_raising_callback_is_logged_and_pool_keeps_working(fpool, caplog, which)
     assert fpool.apply_async(h.square, (4,), callback=seen.append).get(timeout=30) == 16
     assert seen == [16]
     assert fpool.map(h.square, range(3)) == [0, 1, 4]
+
+
+NO_MAIN_GUARD = """
+import sys
+import ferropool
+
+def square(x):
+    return x * x
+
+pool = ferropool.get_context(sys.argv[1]).Pool(2)  # no `if __name__ == "__main__":`
+print(pool.map(square, range(3)))
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_main_module_without_the_guard_is_named_as_a_cause(tmp_path, method):
+    """A spawned worker (or the fork server) imports the main module, which
+    starts a pool again: the child prints the stdlib's RuntimeError, and the
+    caller's error names the missing guard."""
+    from _support import run_script
+
+    done = run_script(tmp_path, NO_MAIN_GUARD, method)
+    assert done.returncode != 0
+    last = done.stderr.splitlines()[-1]
+    # spawn: the workers die, the pool breaks; forkserver: the fork server
+    # itself imports the main module and dies, so the pool cannot start.
+    expected = "BrokenProcessPool" if method == "spawn" else "OSError: the forkserver process"
+    assert last.startswith(("concurrent.futures.process." + expected, expected)), last
+    assert 'if __name__ == "__main__":' in last
+    assert "bootstrapping phase" in done.stderr  # the stdlib's words, from the child

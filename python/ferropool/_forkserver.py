@@ -106,6 +106,13 @@ def _server_for(prepare: bytes) -> _Server:
     return _server
 
 
+SERVER_DIED = (
+    "the forkserver process exited before it could start this pool's workers (its stderr "
+    "says why); if the main module starts a pool when it is imported, put that code under "
+    '`if __name__ == "__main__":`'
+)
+
+
 def start_zygote(
     server_prepare: bytes, pool_prepare: bytes, setup_bytes: bytes, fds: List[int]
 ) -> Tuple[socket.socket, int]:
@@ -126,8 +133,11 @@ def start_zygote(
                 # The server died (killed by someone): one fresh try.
                 server.stop()
                 server = _server_for(prepare)
-                _send_blob(server.sock, blob, [theirs.fileno(), *fds])
-                reply = _recv_exact(server.sock, LENGTH.size)
+                try:
+                    _send_blob(server.sock, blob, [theirs.fileno(), *fds])
+                    reply = _recv_exact(server.sock, LENGTH.size)
+                except OSError as e:
+                    raise OSError(SERVER_DIED) from e
             pid = LENGTH.unpack(reply)[0]
             if pid == 0:
                 raise OSError("the fork server could not fork a zygote for the pool")

@@ -359,7 +359,9 @@ impl EventLoop {
             if self.boot_failures >= self.config.boot_failure_limit {
                 self.break_pool(format!(
                     "{} worker processes in a row died before they were ready (the last one {exit}); \
-                     the initializer may be failing",
+                     the initializer may be failing, or (spawn, forkserver) the main module \
+                     starts a pool when a worker imports it: put that code under \
+                     `if __name__ == \"__main__\":` (the workers' stderr says which)",
                     self.boot_failures
                 ));
             }
