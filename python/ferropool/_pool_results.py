@@ -70,6 +70,7 @@ class ApplyResult:
         return f"<{type(self).__module__}.{type(self).__qualname__} object at {id(self):#x}>"
 
     def ready(self) -> bool:
+        """Whether the call has finished (its callback, if any, has run)."""
         return bool(self._job.ready())
 
     def __await__(self) -> Generator[Any, None, Any]:
@@ -81,14 +82,19 @@ class ApplyResult:
         return self.get()
 
     def successful(self) -> bool:
+        """Whether the call returned without raising; ValueError if it
+        has not finished."""
         if not self.ready():
             raise ValueError(f"{self!r} not ready")
         return bool(self._resolve()[0])
 
     def wait(self, timeout: Optional[float] = None) -> None:
+        """Waits until the call has finished, or `timeout` seconds."""
         self._job.wait(timeout)
 
     def get(self, timeout: Optional[float] = None) -> Any:
+        """The call's value, once it has finished; its exception is raised
+        here. ``multiprocessing.TimeoutError`` after `timeout` seconds."""
         if not self._job.wait(timeout):
             raise MPTimeoutError
         success, value = self._resolve()
@@ -301,6 +307,9 @@ class IMapIterator:
         return self.next()
 
     def next(self, timeout: Optional[float] = None) -> Any:
+        """The next result (in input order for ``imap``, as they finish for
+        ``imap_unordered``); a task's exception is raised at its place.
+        ``multiprocessing.TimeoutError`` after `timeout` seconds."""
         with self._lock:
             while True:
                 if self._buffer:

@@ -128,6 +128,8 @@ class ProcessPoolExecutor(Executor):
     # ----- submitting ----------------------------------------------------
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Schedules ``fn(*args, **kwargs)``; returns its Future. Arguments
+        that cannot be pickled fail that future, as with the stdlib."""
         _arguments.check_callable(fn)
         return self._core.submit(fn, args, kwargs)  # type: ignore[union-attr]
 
@@ -205,6 +207,9 @@ class ProcessPoolExecutor(Executor):
     # ----- stopping ------------------------------------------------------
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """No more work is accepted; the work given runs to its end (with
+        ``cancel_futures``, what has not started is cancelled), then the
+        workers stop. ``wait``: return only once they have."""
         core = self._core
         if core is None:
             return

@@ -281,6 +281,11 @@ class Pool:
         callback: Optional[Callable[[Any], Any]] = None,
         error_callback: Optional[Callable[[BaseException], Any]] = None,
     ) -> ApplyResult:
+        """Calls ``func(*args, **kwds)`` in a worker without waiting; the
+        result's ``get()`` gives its value. ``callback`` (or, if it raised,
+        ``error_callback``) runs in the pool's service thread before the
+        result counts as ready. A function or argument that cannot be sent
+        raises here, naming it."""
         self._check_running()
         _arguments.check_callable(func)
         payload = self._serializer.call(tuple(args), dict(kwds or {}))
