@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test test-rust test-python test-bigmem conformance demo bench bench-chart lint docs wheel clean
+.PHONY: install test test-rust test-python test-bigmem conformance demo bench bench-chart lint docs wheel wheel-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -86,6 +86,11 @@ wheel: $(PY)
 		--compatibility manylinux2014 -o dist
 	$(PY) -m maturin sdist -o dist
 	$(VENV)/bin/auditwheel show dist/*.whl
+
+# The suite against the built wheel, in a fresh virtual environment of every
+# CPython 3.9-3.13 present, from outside the source tree (ci/wheel-test.sh).
+wheel-test: wheel
+	bash ci/wheel-test.sh
 
 clean:
 	rm -rf $(VENV) target .pytest_cache .conformance site dist
