@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import _helpers as h
 import ferropool
@@ -160,3 +161,32 @@ def test_executor_futures_in_an_event_loop():
             return direct, wrapped
 
     assert asyncio.run(main()) == (5, 36)
+
+
+def test_async_for_ends_when_the_input_ends_after_the_last_result(fpool):
+    """The last result arrives while the input is still open; the job
+    completes only when the input ends, and that too must wake the loop."""
+
+    def slow_end():
+        yield from range(3)
+        time.sleep(0.5)  # every result is in before the input ends
+
+    async def main():
+        return [v async for v in fpool.imap(h.square, slow_end())]
+
+    assert asyncio.run(main()) == [0, 1, 4]
+
+
+def test_progress_of_an_unread_map_async_ends_when_the_input_ends(fpool):
+    seen = []
+
+    def slow_end():
+        yield from range(4)
+        time.sleep(0.5)
+
+    result = fpool.map_async(h.square, slow_end(), 1, progress=lambda d, t: seen.append((d, t)))
+    result.wait(30)
+    deadline = time.monotonic() + 10
+    while (not seen or seen[-1] != (4, None)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen[-1] == (4, None)

@@ -186,7 +186,9 @@ impl Scheduler {
         };
         entry.input_closed = true;
         let job_complete = entry.job.close_input();
-        let notify_service = job_complete && entry.job.has_callback;
+        // Completion is news to whoever follows the job (callbacks, progress,
+        // an event loop), as when an outcome completes it.
+        let notify_service = job_complete && entry.job.wants_service(true);
         let job_finished = entry.outstanding == 0;
         if job_finished {
             self.jobs.remove(&job);
@@ -511,6 +513,18 @@ mod tests {
         assert!(d.job_complete && d.job_finished);
         assert!(job.progress.lock().ready);
         assert!(!s.has_jobs());
+    }
+
+    #[test]
+    fn completion_by_closing_the_input_is_news_to_a_followed_job() {
+        let (mut s, job) = setup(1);
+        let mut a = (WorkerSlot::new(None), Outbox::new());
+        s.fill([(&mut a.0, &mut a.1)].into_iter());
+        s.complete(&mut a.0, ok(0), 1);
+        job.announce
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let d = s.close_job_input(1);
+        assert!(d.job_complete && d.notify_service);
     }
 
     #[test]

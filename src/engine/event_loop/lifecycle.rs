@@ -254,14 +254,17 @@ impl EventLoop {
         let limit = self.config.task_timeout.unwrap_or_default().as_secs_f64();
         let message =
             format!("the task ran past its time limit of {limit} s; {who} running it was killed");
-        let d = self.scheduler.deliver(
-            task.job,
-            TaskOutcome {
-                index: task.index,
-                status: ResultStatus::TimedOut,
-                payload: message.into_bytes().into(),
-            },
-        );
+        self.fail_task(&task, ResultStatus::TimedOut, message);
+    }
+
+    /// Fails a task the engine took back from its worker with `message`.
+    fn fail_task(&mut self, task: &Task, status: ResultStatus, message: String) {
+        let outcome = TaskOutcome {
+            index: task.index,
+            status,
+            payload: message.into_bytes().into(),
+        };
+        let d = self.scheduler.deliver(task.job, outcome);
         self.after_delivery(task.job, d);
     }
 
@@ -341,15 +344,7 @@ impl EventLoop {
                 ),
                 None => format!("{who} {exit} while running this task{}", exit.hint()),
             };
-            let d = self.scheduler.deliver(
-                task.job,
-                TaskOutcome {
-                    index: task.index,
-                    status: ResultStatus::WorkerLost,
-                    payload: message.into_bytes().into(),
-                },
-            );
-            self.after_delivery(task.job, d);
+            self.fail_task(&task, ResultStatus::WorkerLost, message);
         }
         if unexpected && matches!(self.phase, Phase::Running | Phase::Closing) {
             self.note_crash(&who, exit);

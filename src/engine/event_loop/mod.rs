@@ -446,7 +446,7 @@ impl EventLoop {
                     }
                     if close {
                         let completed = job.close_input();
-                        notify |= completed && job.has_callback;
+                        notify |= completed && job.wants_service(true);
                     }
                     if notify {
                         self.notify_service(job.id);
