@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 import time
 
@@ -254,3 +255,14 @@ class MarkedPickle:
         if not data.startswith(self.MARK):
             raise ValueError("not marked: the worker did not use MarkedPickle.loads")
         return pickle.loads(data[len(self.MARK) :])
+
+
+def kill_own_process(_=None):
+    """Dies at once of SIGKILL (a Dask worker process killed mid-task)."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_own_process_on(x, bad=3):
+    if x == bad:
+        kill_own_process()
+    return x * x

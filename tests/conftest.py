@@ -81,3 +81,65 @@ def tracker():
     """Remembers every process started below the test; the test calls
     `tracker.assert_clean()` once its pools are stopped."""
     return fh.ProcessTracker()
+
+
+# ----- the same tests on a Dask cluster (ferropool.dask) --------------------
+
+# Where a test taking `xpool` or `xexecutor` runs: ferropool's own engine,
+# a cluster started with Dask's command-line programs, and a LocalCluster.
+BACKENDS = ["local", "dask-cli", "dask-local"]
+
+
+@pytest.fixture(scope="session")
+def dask_clusters():
+    """The session's Dask clusters, started on first use (see _dask_clusters)."""
+    started = {}
+
+    def get(kind):
+        if kind not in started:
+            pytest.importorskip("distributed", reason="ferropool[dask] is not installed")
+            import _dask_clusters as dc
+
+            started[kind] = dc.CliCluster() if kind == "dask-cli" else dc.InProcessCluster()
+        return started[kind]
+
+    yield get
+    for cluster in started.values():
+        cluster.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, dask_clusters):
+    """A backend name, and its cluster's client ("local": None)."""
+    if request.param == "local":
+        return request.param, None
+    return request.param, dask_clusters(request.param).client
+
+
+@pytest.fixture
+def xpool(backend):
+    """A running pool of 2 workers (locally) on each backend, terminated at
+    teardown."""
+    kind, client = backend
+    if client is None:
+        pool = ferropool.Pool(2)
+    else:
+        from ferropool.dask import Pool
+
+        pool = Pool(client=client)
+    yield pool
+    pool.terminate()
+
+
+@pytest.fixture
+def xexecutor(backend):
+    """A ProcessPoolExecutor of 2 workers (locally) on each backend."""
+    kind, client = backend
+    if client is None:
+        ex = ferropool.ProcessPoolExecutor(2)
+    else:
+        from ferropool.dask import ProcessPoolExecutor
+
+        ex = ProcessPoolExecutor(client=client)
+    yield ex
+    ex.shutdown(wait=True, cancel_futures=True)

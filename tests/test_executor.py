@@ -73,28 +73,28 @@ def test_stdlib_context_is_accepted(method=METHODS[1]):
         assert list(ex.map(square, range(5))) == [0, 1, 4, 9, 16]
 
 
-def test_as_completed_yields_in_completion_order(fexecutor):
-    slow = fexecutor.submit(slow_square, 3, 0.6)
-    fast = fexecutor.submit(slow_square, 2, 0.0)
+def test_as_completed_yields_in_completion_order(xexecutor):
+    slow = xexecutor.submit(slow_square, 3, 0.6)
+    fast = xexecutor.submit(slow_square, 2, 0.0)
     order = list(cf.as_completed([slow, fast], timeout=30))
     assert order == [fast, slow]
     assert [f.result() for f in order] == [4, 9]
 
 
-def test_wait_first_completed_and_first_exception(fexecutor):
-    slow = fexecutor.submit(slow_square, 3, 0.8)
-    fast = fexecutor.submit(slow_square, 2, 0.0)
+def test_wait_first_completed_and_first_exception(xexecutor):
+    slow = xexecutor.submit(slow_square, 3, 0.8)
+    fast = xexecutor.submit(slow_square, 2, 0.0)
     done, not_done = cf.wait([slow, fast], timeout=30, return_when=cf.FIRST_COMPLETED)
     assert fast in done and slow in not_done
-    bad = fexecutor.submit(raise_value_error, "first")
-    slow2 = fexecutor.submit(slow_square, 4, 0.8)
+    bad = xexecutor.submit(raise_value_error, "first")
+    slow2 = xexecutor.submit(slow_square, 4, 0.8)
     done, _ = cf.wait([bad, slow2], timeout=30, return_when=cf.FIRST_EXCEPTION)
     assert bad in done
     assert slow.result(timeout=30) == 9 and slow2.result(timeout=30) == 16
 
 
-def test_pending_futures_can_be_cancelled(fexecutor):
-    futures = [fexecutor.submit(slow_square, i, 0.3) for i in range(12)]
+def test_pending_futures_can_be_cancelled(xexecutor):
+    futures = [xexecutor.submit(slow_square, i, 0.3) for i in range(12)]
     cancelled = [f for f in futures if f.cancel()]
     # Only a couple of tasks per worker are handed out; the rest wait, cancellable.
     assert len(cancelled) >= 6
@@ -128,10 +128,10 @@ def test_shutdown_without_wait_returns_at_once_and_work_still_finishes():
     assert [f.result(timeout=30) for f in futures] == [0, 1, 4, 9]
 
 
-def test_submit_after_shutdown_raises(fexecutor):
-    fexecutor.shutdown()
+def test_submit_after_shutdown_raises(xexecutor):
+    xexecutor.shutdown()
     with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
-        fexecutor.submit(square, 1)
+        xexecutor.submit(square, 1)
 
 
 def test_context_manager_waits_for_work():
@@ -147,23 +147,23 @@ def test_map_in_order_with_chunksize(executor):
     assert list(executor.map(square, [])) == []
 
 
-def test_map_bad_chunksize_and_buffersize(fexecutor):
+def test_map_bad_chunksize_and_buffersize(xexecutor):
     with pytest.raises(ValueError):
-        fexecutor.map(square, range(3), chunksize=0)
+        xexecutor.map(square, range(3), chunksize=0)
     with pytest.raises(ValueError):
-        fexecutor.map(square, range(3), buffersize=0)
+        xexecutor.map(square, range(3), buffersize=0)
     with pytest.raises(TypeError):
-        fexecutor.map(square, range(3), buffersize=1.5)
+        xexecutor.map(square, range(3), buffersize=1.5)
 
 
-def test_map_timeout_raises_and_cancels_the_rest(fexecutor):
-    results = fexecutor.map(slow_square, [1, 2, 3, 4], [2.0] * 4, timeout=0.2)
+def test_map_timeout_raises_and_cancels_the_rest(xexecutor):
+    results = xexecutor.map(slow_square, [1, 2, 3, 4], [2.0] * 4, timeout=0.2)
     with pytest.raises(cf.TimeoutError):
         list(results)
 
 
-def test_map_exception_surfaces_at_its_position(fexecutor):
-    results = fexecutor.map(raise_value_error, ["a"])
+def test_map_exception_surfaces_at_its_position(xexecutor):
+    results = xexecutor.map(raise_value_error, ["a"])
     with pytest.raises(ValueError, match="a"):
         next(results)
 
@@ -186,11 +186,11 @@ def test_map_without_buffersize_submits_everything_like_the_stdlib(fexecutor):
     assert list(results)[-1] == 49**3
 
 
-def test_map_stopped_early_cancels_the_chunks_not_yet_sent(fexecutor, tmp_path):
-    results = fexecutor.map(mark_then_sleep, [str(tmp_path)] * 100, range(100))
+def test_map_stopped_early_cancels_the_chunks_not_yet_sent(xexecutor, tmp_path):
+    results = xexecutor.map(mark_then_sleep, [str(tmp_path)] * 100, range(100))
     assert [next(results), next(results)] == [0, 1]
     results.close()  # the consumer gives up: unsent chunks are cancelled
-    fexecutor.shutdown(wait=True)
+    xexecutor.shutdown(wait=True)
     ran = len(list(tmp_path.iterdir()))
     # The two consumed, and at most a few sent to the workers meanwhile.
     assert 2 <= ran <= 12, f"{ran} of 100 tasks ran after the consumer stopped at 2"
@@ -223,12 +223,12 @@ def test_lazy_map_ends_with_the_stdlib_error_after_shutdown():
     assert source.taken < 10
 
 
-def test_map_of_an_unpicklable_function_fails_at_the_first_result(fexecutor):
+def test_map_of_an_unpicklable_function_fails_at_the_first_result(xexecutor):
     lock = threading.Lock()  # not even cloudpickle sends the lambda
-    results = fexecutor.map(lambda x: lock and x, [1, 2])
+    results = xexecutor.map(lambda x: lock and x, [1, 2])
     with pytest.raises(Exception, match="lambda"):
         next(results)
-    assert fexecutor.submit(square, 3).result(timeout=30) == 9
+    assert xexecutor.submit(square, 3).result(timeout=30) == 9
 
 
 def test_initializer_and_initargs(method):
@@ -258,18 +258,18 @@ def test_max_tasks_per_child_replaces_workers(method):
     assert len(set(pids)) == 3, pids
 
 
-def test_asyncio_run_in_executor_and_wrap_future(fexecutor):
+def test_asyncio_run_in_executor_and_wrap_future(xexecutor):
     async def main():
         loop = asyncio.get_running_loop()
-        a = await loop.run_in_executor(fexecutor, square, 12)
-        b = await asyncio.wrap_future(fexecutor.submit(cube, 3))
-        many = await asyncio.gather(*(loop.run_in_executor(fexecutor, square, i) for i in range(8)))
+        a = await loop.run_in_executor(xexecutor, square, 12)
+        b = await asyncio.wrap_future(xexecutor.submit(cube, 3))
+        many = await asyncio.gather(*(loop.run_in_executor(xexecutor, square, i) for i in range(8)))
         return a, b, many
 
     assert asyncio.run(main()) == (144, 27, [i * i for i in range(8)])
 
 
-def test_done_callbacks_run(fexecutor):
+def test_done_callbacks_run(xexecutor):
     seen = []
     done = threading.Event()
 
@@ -277,7 +277,7 @@ def test_done_callbacks_run(fexecutor):
         seen.append(f.result())
         done.set()
 
-    fexecutor.submit(square, 9).add_done_callback(callback)
+    xexecutor.submit(square, 9).add_done_callback(callback)
     assert done.wait(30)
     assert seen == [81]
 
@@ -326,13 +326,13 @@ def test_bad_input():
         ProcessPoolExecutor(1, max_tasks_per_child=0)
 
 
-def test_non_callable_and_unpicklable_arguments(fexecutor):
+def test_non_callable_and_unpicklable_arguments(xexecutor):
     with pytest.raises(TypeError, match="not callable"):
-        fexecutor.submit(42)
+        xexecutor.submit(42)
     lock = threading.Lock()
-    future = fexecutor.submit(square, lock)
+    future = xexecutor.submit(square, lock)
     exc = future.exception(timeout=30)
     assert isinstance(exc, TypeError) and "lock" in str(exc)
     # An unpicklable result fails its own future too.
-    assert fexecutor.submit(return_a_lock).exception(timeout=30) is not None
-    assert fexecutor.submit(square, 6).result(timeout=30) == 36
+    assert xexecutor.submit(return_a_lock).exception(timeout=30) is not None
+    assert xexecutor.submit(square, 6).result(timeout=30) == 36

@@ -91,12 +91,12 @@ def test_apply_async_result(pool):
     assert res.get() == 42  # a result can be read again
 
 
-def test_apply_async_kwds_only(fpool):
-    assert fpool.apply_async(h.power, kwds={"base": 3, "exp": 4}).get(timeout=30) == 81
+def test_apply_async_kwds_only(xpool):
+    assert xpool.apply_async(h.power, kwds={"base": 3, "exp": 4}).get(timeout=30) == 81
 
 
-def test_many_apply_async_in_flight(fpool):
-    results = [fpool.apply_async(h.square, (i,)) for i in range(50)]
+def test_many_apply_async_in_flight(xpool):
+    results = [xpool.apply_async(h.square, (i,)) for i in range(50)]
     assert [r.get(timeout=30) for r in results] == [i * i for i in range(50)]
 
 
@@ -109,30 +109,30 @@ def test_map(pool, chunksize):
 
 
 @pytest.mark.parametrize("chunksize", [None, 1, 4])
-def test_map_of_a_generator(fpool, chunksize):
-    assert fpool.map(h.square, h.numbers(10), chunksize=chunksize) == [i * i for i in range(10)]
+def test_map_of_a_generator(xpool, chunksize):
+    assert xpool.map(h.square, h.numbers(10), chunksize=chunksize) == [i * i for i in range(10)]
 
 
 @pytest.mark.parametrize("source", [range(1000), range(7, 3000, 3), range(500, 0, -1)])
 @pytest.mark.parametrize("chunksize", [None, 16, 100, 999])
-def test_map_over_a_range_in_range_chunks(fpool, source, chunksize):
+def test_map_over_a_range_in_range_chunks(xpool, source, chunksize):
     # Large chunks of a range travel as ranges; the function sees the same ints.
-    assert fpool.map(h.square, source, chunksize) == [i * i for i in source]
-    assert fpool.map_async(type, source, chunksize).get(timeout=30) == [int] * len(source)
-    pids = fpool.map(h.pid, range(64), chunksize=32)
+    assert xpool.map(h.square, source, chunksize) == [i * i for i in source]
+    assert xpool.map_async(type, source, chunksize).get(timeout=30) == [int] * len(source)
+    pids = xpool.map(h.pid, range(64), chunksize=32)
     assert len(set(pids[:32])) == 1 and len(set(pids[32:])) == 1
 
 
-def test_map_chunks_run_whole_in_one_worker(fpool):
+def test_map_chunks_run_whole_in_one_worker(xpool):
     # A chunk is one task: its items all run in the same worker.
-    pids = fpool.map(h.pid, range(10), chunksize=5)
+    pids = xpool.map(h.pid, range(10), chunksize=5)
     assert len(set(pids[:5])) == 1
     assert len(set(pids[5:])) == 1
 
 
-def test_map_default_chunksize(fpool):
+def test_map_default_chunksize(xpool):
     # 16 items on 2 workers: ceil(16 / (4 * 2)) = 2 items per chunk.
-    pids = fpool.map(h.pid_after, [0.01] * 16)
+    pids = xpool.map(h.pid_after, [0.01] * 16)
     assert all(pids[i] == pids[i + 1] for i in range(0, 16, 2)), pids
 
 
@@ -142,8 +142,8 @@ def test_map_async(pool):
     assert res.ready() and res.successful()
 
 
-def test_map_async_generator_default_chunksize(fpool):
-    assert fpool.map_async(h.square, h.numbers(7)).get(timeout=30) == [i * i for i in range(7)]
+def test_map_async_generator_default_chunksize(xpool):
+    assert xpool.map_async(h.square, h.numbers(7)).get(timeout=30) == [i * i for i in range(7)]
 
 
 @pytest.mark.parametrize("chunksize", [None, 1, 2, 50])
@@ -152,9 +152,9 @@ def test_starmap(pool, chunksize):
     assert pool.starmap(h.add, args, chunksize) == [2 * i + 1 for i in range(9)]
 
 
-def test_starmap_of_a_generator(fpool):
-    assert fpool.starmap(h.add, h.pairs(6)) == [2 * i + 1 for i in range(6)]
-    assert fpool.starmap(h.power, h.pairs(4), chunksize=3) == [i ** (i + 1) for i in range(4)]
+def test_starmap_of_a_generator(xpool):
+    assert xpool.starmap(h.add, h.pairs(6)) == [2 * i + 1 for i in range(6)]
+    assert xpool.starmap(h.power, h.pairs(4), chunksize=3) == [i ** (i + 1) for i in range(4)]
 
 
 @pytest.mark.parametrize("chunksize", [None, 1, 3])
@@ -163,8 +163,8 @@ def test_starmap_async(pool, chunksize):
     assert res.get(timeout=30) == [2**i for i in range(8)]
 
 
-def test_starmap_async_of_a_generator(fpool):
-    assert fpool.starmap_async(h.add, h.pairs(5)).get(timeout=30) == [1, 3, 5, 7, 9]
+def test_starmap_async_of_a_generator(xpool):
+    assert xpool.starmap_async(h.add, h.pairs(5)).get(timeout=30) == [1, 3, 5, 7, 9]
 
 
 # ----- imap / imap_unordered -----------------------------------------------
@@ -177,20 +177,20 @@ def test_imap(pool, chunksize):
     assert list(it) == [i * i for i in range(15)]
 
 
-def test_imap_default_chunksize_and_generator(fpool):
-    assert list(fpool.imap(h.square, h.numbers(10))) == [i * i for i in range(10)]
+def test_imap_default_chunksize_and_generator(xpool):
+    assert list(xpool.imap(h.square, h.numbers(10))) == [i * i for i in range(10)]
 
 
 @pytest.mark.parametrize("chunksize", [1, 4])
-def test_imap_of_a_generator_with_chunksize(fpool, chunksize):
-    assert list(fpool.imap(h.square, h.numbers(10), chunksize)) == [i * i for i in range(10)]
+def test_imap_of_a_generator_with_chunksize(xpool, chunksize):
+    assert list(xpool.imap(h.square, h.numbers(10), chunksize)) == [i * i for i in range(10)]
 
 
-def test_imap_keeps_input_order_when_results_arrive_out_of_order(fpool):
+def test_imap_keeps_input_order_when_results_arrive_out_of_order(xpool):
     # The first item takes longest, so later results are ready first.
     items = [(0.3, "a"), (0.0, "b"), (0.0, "c"), (0.0, "d")]
-    assert list(fpool.imap(h.delayed, items)) == ["a", "b", "c", "d"]
-    assert list(fpool.imap(h.delayed, items, 2)) == ["a", "b", "c", "d"]
+    assert list(xpool.imap(h.delayed, items)) == ["a", "b", "c", "d"]
+    assert list(xpool.imap(h.delayed, items, 2)) == ["a", "b", "c", "d"]
 
 
 @pytest.mark.parametrize("chunksize", [1, 3])
@@ -200,8 +200,8 @@ def test_imap_unordered(pool, chunksize):
     assert sorted(it) == [i * i for i in range(15)]
 
 
-def test_imap_next_and_stopiteration(fpool):
-    it = fpool.imap(h.square, [3, 4])
+def test_imap_next_and_stopiteration(xpool):
+    it = xpool.imap(h.square, [3, 4])
     assert it.next() == 9
     assert next(it) == 16
     with pytest.raises(StopIteration):
@@ -210,8 +210,8 @@ def test_imap_next_and_stopiteration(fpool):
         next(it)
 
 
-def test_imap_unordered_next(fpool):
-    it = fpool.imap_unordered(h.square, [5])
+def test_imap_unordered_next(xpool):
+    it = xpool.imap_unordered(h.square, [5])
     assert it.next(timeout=30) == 25
     with pytest.raises(StopIteration):
         it.next(timeout=30)
@@ -233,19 +233,19 @@ def test_empty_input(pool):
     assert list(pool.imap_unordered(h.square, [], 4)) == []
 
 
-def test_map_async_of_empty_input_is_ready_at_once(fpool):
-    res = fpool.map_async(h.square, [])
+def test_map_async_of_empty_input_is_ready_at_once(xpool):
+    res = xpool.map_async(h.square, [])
     assert res.get(timeout=30) == []
     assert res.ready() and res.successful()
 
 
-def test_map_async_of_empty_input_does_not_call_callback(fpool):
+def test_map_async_of_empty_input_does_not_call_callback(xpool):
     # A quirk of the stdlib's MapResult (3.11): with nothing to map, the result
     # is ready at once and the callback is never called.
     called = []
-    res = fpool.map_async(h.square, [], callback=called.append)
+    res = xpool.map_async(h.square, [], callback=called.append)
     assert res.get(timeout=30) == []
-    res2 = fpool.starmap_async(h.add, [], callback=called.append)
+    res2 = xpool.starmap_async(h.add, [], callback=called.append)
     assert res2.get(timeout=30) == []
     time.sleep(0.2)
     assert called == []
@@ -258,16 +258,16 @@ def test_chunksize_larger_than_input(pool):
     assert sorted(pool.imap_unordered(h.square, range(3), 100)) == [0, 1, 4]
 
 
-def test_chunksize_not_dividing_input(fpool):
-    assert fpool.map(h.square, range(10), chunksize=3) == [i * i for i in range(10)]
-    assert list(fpool.imap(h.square, range(10), 4)) == [i * i for i in range(10)]
+def test_chunksize_not_dividing_input(xpool):
+    assert xpool.map(h.square, range(10), chunksize=3) == [i * i for i in range(10)]
+    assert list(xpool.imap(h.square, range(10), 4)) == [i * i for i in range(10)]
 
 
 # ----- AsyncResult ---------------------------------------------------------
 
 
-def test_async_result_before_and_after_ready(fpool):
-    res = fpool.apply_async(h.sleep_then, (0.5, "done"))
+def test_async_result_before_and_after_ready(xpool):
+    res = xpool.apply_async(h.sleep_then, (0.5, "done"))
     assert not res.ready()
     with pytest.raises(ValueError, match="not ready"):
         res.successful()
@@ -276,8 +276,8 @@ def test_async_result_before_and_after_ready(fpool):
     assert res.successful()
 
 
-def test_async_result_wait(fpool):
-    res = fpool.apply_async(h.sleep_then, (0.5, 1))
+def test_async_result_wait(xpool):
+    res = xpool.apply_async(h.sleep_then, (0.5, 1))
     assert res.wait(0.01) is None
     assert not res.ready()
     assert res.wait(30) is None
@@ -294,8 +294,8 @@ def test_async_result_get_timeout_then_value(pool):
     assert res.get(timeout=30) == "late"
 
 
-def test_map_async_get_timeout(fpool):
-    res = fpool.map_async(h.sleep_then, [0.5, 0.5])
+def test_map_async_get_timeout(xpool):
+    res = xpool.map_async(h.sleep_then, [0.5, 0.5])
     with pytest.raises(multiprocessing.TimeoutError):
         res.get(timeout=0.01)
     assert res.get(timeout=30) == [None, None]
@@ -305,8 +305,8 @@ def test_timeout_error_is_the_stdlib_class():
     assert ferropool.TimeoutError is multiprocessing.TimeoutError
 
 
-def test_async_result_of_failed_task(fpool):
-    res = fpool.apply_async(h.raise_value_error, ("nope",))
+def test_async_result_of_failed_task(xpool):
+    res = xpool.apply_async(h.raise_value_error, ("nope",))
     res.wait(30)
     assert res.ready()
     assert not res.successful()
@@ -357,7 +357,7 @@ def test_get_returns_only_after_callback_ran(pool):
     assert done == [3, [0, 1, 4, 9]]
 
 
-def test_ready_only_after_callback_ran(fpool):
+def test_ready_only_after_callback_ran(xpool):
     release = threading.Event()
     entered = threading.Event()
 
@@ -365,7 +365,7 @@ def test_ready_only_after_callback_ran(fpool):
         entered.set()
         release.wait(30)
 
-    res = fpool.apply_async(h.square, (2,), callback=blocking_callback)
+    res = xpool.apply_async(h.square, (2,), callback=blocking_callback)
     assert entered.wait(30)
     assert not res.ready()
     with pytest.raises(multiprocessing.TimeoutError):
@@ -387,10 +387,10 @@ def test_error_callback_gets_the_exception(pool):
     assert errors[0] is info.value
 
 
-def test_error_callback_not_called_on_success(fpool):
+def test_error_callback_not_called_on_success(xpool):
     errors = []
     calls = []
-    res = fpool.apply_async(h.square, (3,), callback=calls.append, error_callback=errors.append)
+    res = xpool.apply_async(h.square, (3,), callback=calls.append, error_callback=errors.append)
     assert res.get(timeout=30) == 9
     assert calls == [9]
     assert errors == []
@@ -414,18 +414,18 @@ def test_map_async_callbacks(pool):
     assert str(errors[0]) == "bad item 2"
 
 
-def test_starmap_async_callbacks(fpool):
+def test_starmap_async_callbacks(xpool):
     calls, errors = [], []
-    res = fpool.starmap_async(h.add, [(1, 2), (3, 4)], callback=calls.append)
+    res = xpool.starmap_async(h.add, [(1, 2), (3, 4)], callback=calls.append)
     assert res.get(timeout=30) == [3, 7]
     assert calls == [[3, 7]]
-    res = fpool.starmap_async(h.fail_on, [(1, 1)], error_callback=errors.append)
+    res = xpool.starmap_async(h.fail_on, [(1, 1)], error_callback=errors.append)
     with pytest.raises(ValueError):
         res.get(timeout=30)
     assert [str(e) for e in errors] == ["bad item 1"]
 
 
-def test_callbacks_run_for_every_result(fpool):
+def test_callbacks_run_for_every_result(xpool):
     seen = []
     lock = threading.Lock()
 
@@ -433,7 +433,7 @@ def test_callbacks_run_for_every_result(fpool):
         with lock:
             seen.append(value)
 
-    results = [fpool.apply_async(h.square, (i,), callback=callback) for i in range(30)]
+    results = [xpool.apply_async(h.square, (i,), callback=callback) for i in range(30)]
     for r in results:
         r.get(timeout=30)
     assert sorted(seen) == sorted(i * i for i in range(30))

@@ -54,9 +54,9 @@ def test_custom_exception_class_survives(pool):
     assert isinstance(info.value.__cause__, RemoteTraceback)
 
 
-def test_key_error_keeps_its_args(fpool):
+def test_key_error_keeps_its_args(xpool):
     with pytest.raises(KeyError) as info:
-        fpool.apply(h.raise_key_error, ("missing",))
+        xpool.apply(h.raise_key_error, ("missing",))
     assert info.value.args == ("missing",)
 
 
@@ -68,15 +68,15 @@ def test_map_raises_the_failing_items_exception(pool, chunksize):
     assert "fail_on" in str(info.value.__cause__)
 
 
-def test_map_async_and_starmap_raise(fpool):
-    res = fpool.map_async(h.fail_on, range(5))
+def test_map_async_and_starmap_raise(xpool):
+    res = xpool.map_async(h.fail_on, range(5))
     with pytest.raises(ValueError, match="bad item 2"):
         res.get(timeout=30)
     assert res.ready() and not res.successful()
     with pytest.raises(ValueError, match="bad item 7"):
-        fpool.starmap(h.fail_on, [(1, 7), (7, 7)])
+        xpool.starmap(h.fail_on, [(1, 7), (7, 7)])
     with pytest.raises(ValueError, match="bad item 3"):
-        fpool.starmap_async(h.fail_on, [(3, 3)]).get(timeout=30)
+        xpool.starmap_async(h.fail_on, [(3, 3)]).get(timeout=30)
 
 
 def test_pool_keeps_working_after_task_exceptions(pool):
@@ -94,17 +94,17 @@ def test_imap_chunksize_1_raises_at_position_and_goes_on(pool):
     assert out[3:] == [3, 4]
 
 
-def test_imap_with_chunks_stops_after_the_error(fpool):
+def test_imap_with_chunks_stops_after_the_error(xpool):
     # The stdlib's chunked imap is a generator over the chunks: it ends once
     # the failing chunk raised.
-    out = drain(fpool.imap(h.fail_on, range(6), 2))
+    out = drain(xpool.imap(h.fail_on, range(6), 2))
     assert out[:2] == [0, 1]
     assert isinstance(out[2], ValueError) and str(out[2]) == "bad item 2"
     assert out[3:] == []
 
 
-def test_imap_unordered_raises_once_and_yields_the_rest(fpool):
-    out = drain(fpool.imap_unordered(h.fail_on, range(5)))
+def test_imap_unordered_raises_once_and_yields_the_rest(xpool):
+    out = drain(xpool.imap_unordered(h.fail_on, range(5)))
     errors = [e for e in out if isinstance(e, Exception)]
     assert [str(e) for e in errors] == ["bad item 2"]
     assert sorted(v for v in out if not isinstance(v, Exception)) == [0, 1, 3, 4]
@@ -122,30 +122,30 @@ def test_imap_input_error_surfaces_at_its_position(pool):
     assert pool.map(h.square, range(3)) == [0, 1, 4]
 
 
-def test_imap_input_error_with_chunks(fpool):
+def test_imap_input_error_with_chunks(xpool):
     # Items 2 and 3 would form the second chunk: it fails as a whole.
-    out = drain(fpool.imap(h.square, h.failing_numbers(6, fail_at=3), 2))
+    out = drain(xpool.imap(h.square, h.failing_numbers(6, fail_at=3), 2))
     assert out[:2] == [0, 1]
     assert isinstance(out[2], KeyError)
     assert out[3:] == []
 
 
-def test_imap_unordered_input_error(fpool):
-    out = drain(fpool.imap_unordered(h.square, h.failing_numbers(6, fail_at=3)))
+def test_imap_unordered_input_error(xpool):
+    out = drain(xpool.imap_unordered(h.square, h.failing_numbers(6, fail_at=3)))
     errors = [e for e in out if isinstance(e, Exception)]
     assert len(errors) == 1 and isinstance(errors[0], KeyError)
     assert sorted(v for v in out if not isinstance(v, Exception)) == [0, 1, 4]
 
 
-def test_map_input_error_raises_in_caller(fpool):
+def test_map_input_error_raises_in_caller(xpool):
     with pytest.raises(KeyError, match="input broke at 2"):
-        fpool.map(h.square, h.failing_numbers(5, fail_at=2))
+        xpool.map(h.square, h.failing_numbers(5, fail_at=2))
     # ferropool reads input without a length lazily (the stdlib lists it inside
     # the call), so the input's exception comes from get().
-    result = fpool.starmap_async(h.add, ((i, i) for i in h.failing_numbers(5, fail_at=0)))
+    result = xpool.starmap_async(h.add, ((i, i) for i in h.failing_numbers(5, fail_at=0)))
     with pytest.raises(KeyError):
         result.get(timeout=30)
-    assert fpool.map(h.square, [2]) == [4]
+    assert xpool.map(h.square, [2]) == [4]
 
 
 # ----- timeouts ----------------------------------------------------------------
@@ -183,22 +183,22 @@ def test_unpicklable_result_raises_maybe_encoding_error(pool, func):
     assert pool.map(h.square, range(4)) == [0, 1, 4, 9]
 
 
-def test_unpicklable_result_in_map(fpool):
+def test_unpicklable_result_in_map(xpool):
     with pytest.raises(MaybeEncodingError, match="Error sending result"):
-        fpool.map(h.return_lock_for, [0, 1, 2, 3], chunksize=1)
-    assert fpool.map(h.square, [3]) == [9]
+        xpool.map(h.return_lock_for, [0, 1, 2, 3], chunksize=1)
+    assert xpool.map(h.square, [3]) == [9]
 
 
-def test_unpicklable_result_in_imap_at_its_position(fpool):
-    out = drain(fpool.imap(h.lock_if_two, range(4)))
+def test_unpicklable_result_in_imap_at_its_position(xpool):
+    out = drain(xpool.imap(h.lock_if_two, range(4)))
     assert out[:2] == [0, 1]
     assert isinstance(out[2], MaybeEncodingError)
     assert out[3:] == [3]
 
 
-def test_unpicklable_result_error_callback(fpool):
+def test_unpicklable_result_error_callback(xpool):
     errors = []
-    res = fpool.apply_async(h.return_lock, error_callback=errors.append)
+    res = xpool.apply_async(h.return_lock, error_callback=errors.append)
     with pytest.raises(MaybeEncodingError):
         res.get(timeout=30)
     assert len(errors) == 1 and isinstance(errors[0], MaybeEncodingError)
@@ -220,7 +220,7 @@ def test_unpicklable_argument_raises_in_caller_and_pool_works(pool):
     assert pool.map(h.square, range(3)) == [0, 1, 4]
 
 
-def test_unpicklable_function_raises_in_caller(fpool):
+def test_unpicklable_function_raises_in_caller(xpool):
     lock = threading.Lock()  # not even cloudpickle sends the closure
 
     def local_function(x):
@@ -228,19 +228,19 @@ def test_unpicklable_function_raises_in_caller(fpool):
             return x
 
     with pytest.raises((AttributeError, pickle.PicklingError)):
-        fpool.apply_async(local_function, (1,)).get(timeout=30)
+        xpool.apply_async(local_function, (1,)).get(timeout=30)
     with pytest.raises((AttributeError, pickle.PicklingError)):
-        fpool.map(local_function, [1, 2])
-    assert fpool.apply(h.square, (3,)) == 9
+        xpool.map(local_function, [1, 2])
+    assert xpool.apply(h.square, (3,)) == 9
 
 
-def test_imap_unpicklable_item_raises_at_its_position_and_goes_on(fpool):
+def test_imap_unpicklable_item_raises_at_its_position_and_goes_on(xpool):
     # The stdlib fails only the task it could not send, and sends the rest.
-    out = drain(fpool.imap(h.square, [1, threading.Lock(), 3]))
+    out = drain(xpool.imap(h.square, [1, threading.Lock(), 3]))
     assert out[0] == 1
     assert isinstance(out[1], TypeError) and "pickle" in str(out[1])
     assert out[2:] == [9]
-    assert fpool.map(h.square, [2]) == [4]
+    assert xpool.map(h.square, [2]) == [4]
 
 
 # ----- bad arguments -------------------------------------------------------------
@@ -286,17 +286,17 @@ CALLS = {
 
 
 @pytest.mark.parametrize("call", list(CALLS))
-def test_non_callable_func_raises_type_error(fpool, call):
+def test_non_callable_func_raises_type_error(xpool, call):
     with pytest.raises(TypeError, match="'int' object is not callable"):
-        CALLS[call](fpool, 5)
-    assert fpool.apply(h.square, (2,)) == 4
+        CALLS[call](xpool, 5)
+    assert xpool.apply(h.square, (2,)) == 4
 
 
 @pytest.mark.parametrize("call", ["apply_async", "map_async", "starmap_async", "imap"])
-def test_non_callable_func_raises_at_call_time(fpool, call):
+def test_non_callable_func_raises_at_call_time(xpool, call):
     # ferropool's documented difference: the stdlib only fails the task in the
     # worker; ferropool refuses the call before anything is sent.
-    submit = getattr(fpool, call)
+    submit = getattr(xpool, call)
     args = ((1,),) if call == "apply_async" else ([1],)
     with pytest.raises(TypeError, match="not callable"):
         submit(None, *args)
@@ -304,18 +304,18 @@ def test_non_callable_func_raises_at_call_time(fpool, call):
 
 @pytest.mark.parametrize("imap", ["imap", "imap_unordered"])
 @pytest.mark.parametrize("chunksize", [0, -3])
-def test_imap_chunksize_below_one(fpool, imap, chunksize):
+def test_imap_chunksize_below_one(xpool, imap, chunksize):
     with pytest.raises(ValueError, match=f"Chunksize must be 1\\+, not {chunksize}"):
-        getattr(fpool, imap)(h.square, [1, 2], chunksize)
-    assert fpool.apply(h.square, (2,)) == 4
+        getattr(xpool, imap)(h.square, [1, 2], chunksize)
+    assert xpool.apply(h.square, (2,)) == 4
 
 
-def test_pickling_a_pool_raises(fpool):
+def test_pickling_a_pool_raises(xpool):
     with pytest.raises(NotImplementedError, match="pool objects cannot be passed"):
-        pickle.dumps(fpool)
+        pickle.dumps(xpool)
     with pytest.raises(NotImplementedError):
-        fpool.apply(h.identity, (fpool,))
-    assert fpool.apply(h.square, (2,)) == 4
+        xpool.apply(h.identity, (xpool,))
+    assert xpool.apply(h.square, (2,)) == 4
 
 
 # ----- a pool that is not running ------------------------------------------------
@@ -355,10 +355,10 @@ def test_enter_a_closed_pool_raises():
             pass
 
 
-def test_join_a_running_pool_raises(fpool):
+def test_join_a_running_pool_raises(xpool):
     with pytest.raises(ValueError, match="Pool is still running"):
-        fpool.join()
-    assert fpool.apply(h.square, (3,)) == 9
+        xpool.join()
+    assert xpool.apply(h.square, (3,)) == 9
 
 
 # ----- a callback that raises ----------------------------------------------------
@@ -375,7 +375,7 @@ def _wait_for_record(caplog, predicate, timeout=10.0):
 
 
 @pytest.mark.parametrize("which", ["callback", "error_callback"])
-def test_raising_callback_is_logged_and_pool_keeps_working(fpool, caplog, which):
+def test_raising_callback_is_logged_and_pool_keeps_working(xpool, caplog, which):
     # The stdlib's result thread dies here (and the pool hangs); ferropool
     # logs the callback's exception and carries on.
     def bad_callback(_value):
@@ -383,10 +383,10 @@ def test_raising_callback_is_logged_and_pool_keeps_working(fpool, caplog, which)
 
     caplog.set_level(logging.ERROR, logger="ferropool")
     if which == "callback":
-        res = fpool.apply_async(h.square, (3,), callback=bad_callback)
+        res = xpool.apply_async(h.square, (3,), callback=bad_callback)
         assert res.get(timeout=30) == 9
     else:
-        res = fpool.apply_async(h.raise_value_error, ("x",), error_callback=bad_callback)
+        res = xpool.apply_async(h.raise_value_error, ("x",), error_callback=bad_callback)
         with pytest.raises(ValueError):
             res.get(timeout=30)
     records = _wait_for_record(
@@ -396,9 +396,9 @@ def test_raising_callback_is_logged_and_pool_keeps_working(fpool, caplog, which)
     assert "callback exploded" in caplog.text
     # Later results and later callbacks still arrive.
     seen = []
-    assert fpool.apply_async(h.square, (4,), callback=seen.append).get(timeout=30) == 16
+    assert xpool.apply_async(h.square, (4,), callback=seen.append).get(timeout=30) == 16
     assert seen == [16]
-    assert fpool.map(h.square, range(3)) == [0, 1, 4]
+    assert xpool.map(h.square, range(3)) == [0, 1, 4]
 
 
 NO_MAIN_GUARD = """

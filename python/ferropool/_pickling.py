@@ -311,7 +311,11 @@ def dumps_function(func: Any) -> bytes:
 _PLAIN_SCALARS = frozenset({int, float, str, bool, type(None)})
 
 
-def dumps_call(args: tuple[Any, ...], kwds: dict[str, Any]) -> Any:
+def dumps_call(
+    args: tuple[Any, ...], kwds: dict[str, Any], dump: Callable[[Any], Any] = dumps_payload
+) -> Any:
+    """The pickled ``(args, kwds)`` of a call, by `dump` (an engine payload
+    when large; `dumps` for plain bytes)."""
     if not kwds and len(args) <= _PLAIN_CHECK_MAX:
         for arg in args:
             if type(arg) not in _PLAIN_SCALARS:
@@ -319,7 +323,7 @@ def dumps_call(args: tuple[Any, ...], kwds: dict[str, Any]) -> Any:
         else:
             return pickle.dumps((args, kwds), PROTOCOL)
     try:
-        return dumps_payload((args, kwds))
+        return dump((args, kwds))
     except Exception as e:
         raise _named(e, _culprit_in_call(args, kwds)) from e
 
@@ -344,8 +348,10 @@ def chunk_error(error: Exception, chunk: Sequence[Any], first_index: int) -> Exc
     return _named(error, culprit or f"input items {first_index}..{first_index + len(chunk) - 1}")
 
 
-def dumps_chunk(chunk: Sequence[Any], first_index: int) -> Any:
+def dumps_chunk(
+    chunk: Sequence[Any], first_index: int, dump: Callable[[Any], Any] = dumps_payload
+) -> Any:
     try:
-        return dumps_payload(chunk)
+        return dump(chunk)
     except Exception as e:
         raise chunk_error(e, chunk, first_index) from e

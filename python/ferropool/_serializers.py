@@ -44,15 +44,27 @@ class Serializer:
 
     # What WorkerSetup carries: None for streams `pickle.loads` reads.
     for_workers: Any = None
+    # How a call's arguments or a chunk become a payload: large ones go into
+    # the engine's memory (see _pickling.dumps_payload) unless `as_bytes`.
+    _dump: Callable[[Any], Any] = staticmethod(_pickling.dumps_payload)
+
+    def as_bytes(self) -> Serializer:
+        """The same serializer, making `bytes` of everything (for a cluster,
+        where nothing goes through the local engine)."""
+        import copy
+
+        plain = copy.copy(self)
+        plain._dump = _pickling.dumps
+        return plain
 
     def function(self, func: Any) -> bytes:
         return _pickling.dumps_function(func)
 
     def call(self, args: tuple[Any, ...], kwds: dict[str, Any]) -> Any:
-        return _pickling.dumps_call(args, kwds)
+        return _pickling.dumps_call(args, kwds, self._dump)
 
     def chunk(self, chunk: Sequence[Any], first_index: int) -> Any:
-        return _pickling.dumps_chunk(chunk, first_index)
+        return _pickling.dumps_chunk(chunk, first_index, self._dump)
 
 
 class _WithFallback(Serializer):
@@ -76,13 +88,13 @@ class _WithFallback(Serializer):
 
     def call(self, args: tuple[Any, ...], kwds: dict[str, Any]) -> Any:
         try:
-            return _pickling.dumps_call(args, kwds)
+            return _pickling.dumps_call(args, kwds, self._dump)
         except Exception as e:
             return _by_value(e, (args, kwds), *args, *kwds.values())
 
     def chunk(self, chunk: Sequence[Any], first_index: int) -> Any:
         try:
-            return _pickling.dumps_chunk(chunk, first_index)
+            return _pickling.dumps_chunk(chunk, first_index, self._dump)
         except Exception as e:
             return _by_value(e, chunk, *chunk)
 
