@@ -10,9 +10,31 @@ Every name of the stdlib's ``multiprocessing`` is available here; ``Pool`` and
 
 from __future__ import annotations
 
+# First of all, on another system or interpreter, an ImportError that says what
+# is missing and what is supported; then the extension, loaded here once so
+# that a failure to load it is explained in one place (a wheel for another
+# machine, a checkout never built). _platform.py words both; it is imported
+# only then.
 import importlib
-import multiprocessing as _mp
-from multiprocessing import (  # noqa: F401  (re-exported for drop-in use)
+import sys as _sys
+
+if (
+    not _sys.platform.startswith("linux")
+    or _sys.implementation.name != "cpython"
+    or _sys.version_info < (3, 9)
+):
+    from ._platform import unsupported
+
+    raise unsupported()
+try:
+    importlib.import_module("._native", __name__)
+except ImportError as e:
+    from ._platform import unloadable
+
+    raise unloadable(e) from e
+
+import multiprocessing as _mp  # noqa: E402
+from multiprocessing import (  # noqa: E402, F401  (re-exported for drop-in use)
     Array,
     AuthenticationError,
     Barrier,
