@@ -198,3 +198,20 @@ def test_ctrl_c_in_get_cancels_the_job_on_the_cluster(xpool_dask, tmp_path):
     assert len(os.listdir(tmp_path)) <= 2 + 1
     assert scheduler_tasks(client, pool._session.name) == 0
     assert pool.apply(h.square, (4,)) == 16
+
+
+def test_task_timeout_fails_the_chunk_and_the_pool_goes_on(xpool_dask):
+    from ferropool import TaskTimeoutError
+
+    _, client = xpool_dask
+    with Pool(client=client, task_timeout=1.0) as pool:
+        slow = pool.apply_async(h.sleep_then, (30, "late"))
+        quick = [pool.apply_async(h.sleep_then, (0.05, i)) for i in range(4)]
+        with pytest.raises(TaskTimeoutError, match="time limit of 1 s"):
+            slow.get(timeout=60)
+        assert [r.get(timeout=60) for r in quick] == [0, 1, 2, 3]
+        assert pool.map(h.square, range(10)) == [i * i for i in range(10)]
+    with ProcessPoolExecutor(client=client, task_timeout=1.0) as ex:
+        future = ex.submit(h.sleep_then, 30, "late")
+        assert isinstance(future.exception(timeout=60), TaskTimeoutError)
+        assert ex.submit(h.square, 5).result(timeout=60) == 25

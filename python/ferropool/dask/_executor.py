@@ -10,7 +10,8 @@ from concurrent.futures import Executor, Future
 
 from .. import _arguments
 from .._native import APPLY, STARMAP
-from ._results import IMapIterator
+from .._progress import make_progress
+from ._results import IMapIterator, items_as_counted
 from ._session import Session
 
 TYPE_CHECKING = False
@@ -64,6 +65,7 @@ class ProcessPoolExecutor(Executor):
         client: Any = None,
         address: Optional[str] = None,
         serializer: Any = None,
+        task_timeout: Optional[float] = None,
     ) -> None:
         _arguments.executor_arguments(max_workers, initializer, max_tasks_per_child, None, None)
         self._max_workers = max_workers
@@ -71,7 +73,14 @@ class ProcessPoolExecutor(Executor):
         self._shutdown = False
         self._pending: set[Future[Any]] = set()
         self._session = Session(
-            client, address, max_workers, serializer, True, initializer, initargs
+            client,
+            address,
+            max_workers,
+            serializer,
+            True,
+            initializer,
+            initargs,
+            task_timeout,
         )
 
     @property
@@ -113,11 +122,16 @@ class ProcessPoolExecutor(Executor):
         timeout: Optional[float] = None,
         chunksize: int = 1,
         buffersize: Optional[int] = None,
+        progress: Any = None,
     ) -> Iterator[Any]:
         """Like ``map(fn, *iterables)`` on the cluster, results in order;
         the input is read lazily (see the class)."""
         _arguments.check_executor_chunksize(chunksize)
         _arguments.check_buffersize(buffersize)
+        _arguments.check_progress(progress)
+        total = None
+        if progress is not None and all(hasattr(it, "__len__") for it in iterables):
+            total = min((len(it) for it in iterables), default=0)  # type: ignore[arg-type]
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
@@ -131,8 +145,9 @@ class ProcessPoolExecutor(Executor):
             # As the stdlib's: a function that cannot be sent fails the
             # first result.
             return _raising(e)
+        tracker = make_progress(progress, total, items_as_counted, "map")
         results = IMapIterator(
-            job, STARMAP, zip(*iterables), chunksize, True, window, _timeout_error
+            job, STARMAP, zip(*iterables), chunksize, True, window, _timeout_error, tracker
         )
         return _results_until(results, end_time)
 

@@ -9,7 +9,8 @@ import itertools
 
 from .. import _arguments
 from .._native import APPLY, MAP, STARMAP
-from ._results import ApplyResult, AsyncResult, IMapIterator, MapResult
+from .._progress import fixed_chunks, make_progress
+from ._results import ApplyResult, AsyncResult, IMapIterator, MapResult, items_as_counted
 from ._session import Session
 
 TYPE_CHECKING = False
@@ -52,14 +53,12 @@ class Pool:
         client: Any = None,
         address: Optional[str] = None,
         serializer: Any = None,
+        task_timeout: Optional[float] = None,
     ) -> None:
-        if processes is not None:
-            _arguments.pool_arguments(processes, initializer, maxtasksperchild, None, None)
-        else:
-            _arguments.pool_arguments(1, initializer, maxtasksperchild, None, None)
+        _arguments.pool_arguments(processes or 1, initializer, maxtasksperchild, task_timeout, None)
         self._state = RUN
         self._session = Session(
-            client, address, processes, serializer, False, initializer, initargs
+            client, address, processes, serializer, False, initializer, initargs, task_timeout
         )
         self._processes = processes
 
@@ -112,19 +111,28 @@ class Pool:
         return result
 
     def map(
-        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: Optional[int] = None
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: Optional[int] = None,
+        *,
+        progress: Any = None,
     ) -> List[Any]:
         """``list(map(func, iterable))`` on the cluster, in input order."""
-        return self._map_async(func, iterable, MAP, chunksize, None, None).get()  # type: ignore[no-any-return]
+        result = self._map_async(func, iterable, MAP, chunksize, None, None, progress)
+        return result.get()  # type: ignore[no-any-return]
 
     def starmap(
         self,
         func: Callable[..., Any],
         iterable: Iterable[Iterable[Any]],
         chunksize: Optional[int] = None,
+        *,
+        progress: Any = None,
     ) -> List[Any]:
         """``map`` with each item unpacked as the arguments."""
-        return self._map_async(func, iterable, STARMAP, chunksize, None, None).get()  # type: ignore[no-any-return]
+        result = self._map_async(func, iterable, STARMAP, chunksize, None, None, progress)
+        return result.get()  # type: ignore[no-any-return]
 
     def map_async(
         self,
@@ -133,9 +141,11 @@ class Pool:
         chunksize: Optional[int] = None,
         callback: Optional[Callable[[List[Any]], Any]] = None,
         error_callback: Optional[Callable[[BaseException], Any]] = None,
+        *,
+        progress: Any = None,
     ) -> MapResult:
         """``map`` without waiting."""
-        return self._map_async(func, iterable, MAP, chunksize, callback, error_callback)
+        return self._map_async(func, iterable, MAP, chunksize, callback, error_callback, progress)
 
     def starmap_async(
         self,
@@ -144,9 +154,13 @@ class Pool:
         chunksize: Optional[int] = None,
         callback: Optional[Callable[[List[Any]], Any]] = None,
         error_callback: Optional[Callable[[BaseException], Any]] = None,
+        *,
+        progress: Any = None,
     ) -> MapResult:
         """``starmap`` without waiting."""
-        return self._map_async(func, iterable, STARMAP, chunksize, callback, error_callback)
+        return self._map_async(
+            func, iterable, STARMAP, chunksize, callback, error_callback, progress
+        )
 
     def _map_async(
         self,
@@ -156,11 +170,14 @@ class Pool:
         chunksize: Optional[int],
         callback: Any,
         error_callback: Any,
+        progress: Any = None,
     ) -> MapResult:
         self._check_running()
         _arguments.check_callable(func)
         _arguments.check_pool_chunksize(chunksize)
-        if not hasattr(iterable, "__len__"):
+        _arguments.check_progress(progress)
+        sized = hasattr(iterable, "__len__")
+        if not sized:
             try:
                 iterable = list(iterable)  # the stdlib's map lists it too
             except Exception as e:
@@ -186,7 +203,12 @@ class Pool:
             chunk = list(itertools.islice(it, chunksize))
             payloads.append(serializer.chunk(chunk, first))
         job = self._session.new_job(func)
-        result = MapResult(job, callback, error_callback, length, chunksize)
+        # As ferropool.Pool, which reads input without a length lazily: its
+        # progress has no total.
+        total = length if sized else None
+        per_chunk = fixed_chunks(chunksize)
+        tracker = make_progress(progress, total, lambda n: min(per_chunk(n), length), "map")
+        result = MapResult(job, callback, error_callback, length, chunksize, tracker)
         for index, payload in enumerate(payloads):
             job.run(mode, payload, functools.partial(result.chunk_done, index))
         return result
@@ -198,11 +220,12 @@ class Pool:
         chunksize: int = 1,
         *,
         buffersize: Optional[int] = None,
+        progress: Any = None,
     ) -> IMapIterator:
         """Lazy, ordered ``map``: input is read as the cluster needs it, at
         most ``buffersize`` chunks submitted and not yet consumed (default:
         4 per worker thread of the cluster)."""
-        return self._imap(func, iterable, chunksize, True, buffersize)
+        return self._imap(func, iterable, chunksize, True, buffersize, progress)
 
     def imap_unordered(
         self,
@@ -211,9 +234,10 @@ class Pool:
         chunksize: int = 1,
         *,
         buffersize: Optional[int] = None,
+        progress: Any = None,
     ) -> IMapIterator:
         """Like ``imap``, yielding results as they complete."""
-        return self._imap(func, iterable, chunksize, False, buffersize)
+        return self._imap(func, iterable, chunksize, False, buffersize, progress)
 
     def _imap(
         self,
@@ -222,14 +246,19 @@ class Pool:
         chunksize: int,
         ordered: bool,
         buffersize: Optional[int],
+        progress: Any,
     ) -> IMapIterator:
         self._check_running()
         _arguments.check_callable(func)
         _arguments.check_pool_chunksize(chunksize)
         _arguments.check_buffersize(buffersize)
+        _arguments.check_progress(progress)
         window = buffersize or CHUNKS_IN_FLIGHT_PER_WORKER * self._workers()
+        total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
+        what = "imap" if ordered else "imap_unordered"
+        tracker = make_progress(progress, total, items_as_counted, what)
         job = self._session.new_job(func)
-        return IMapIterator(job, MAP, iterable, chunksize, ordered, window)
+        return IMapIterator(job, MAP, iterable, chunksize, ordered, window, progress=tracker)
 
     # ----- ending ----------------------------------------------------------
 

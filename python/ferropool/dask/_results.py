@@ -15,6 +15,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
+    from .._progress import Progress
     from ._session import Job
 
 log = logging.getLogger("ferropool.dask")
@@ -128,8 +129,11 @@ class MapResult(AsyncResult):
         error_callback: Any,
         length: int,
         chunksize: int,
+        progress: Optional[Progress] = None,
     ) -> None:
         super().__init__(job, callback, error_callback)
+        self._progress = progress
+        self._arrived = 0
         self._lock = threading.Lock()
         self._chunks: List[Any] = [None] * (-(-length // chunksize) if length else 0)
         self._left = len(self._chunks)
@@ -149,11 +153,23 @@ class MapResult(AsyncResult):
                 self._left -= 1
                 failed = False
                 done = self._left == 0
+            self._arrived += 1
+            arrived = self._arrived
+        if self._progress is not None:
+            self._progress.chunks_arrived(arrived)
+            if failed or done:
+                self._progress.finish()
         if failed:
             self._job.cancel()
             self._settle(False, value)
         elif done:
             self._settle(True, list(itertools.chain.from_iterable(self._chunks)))
+
+
+def items_as_counted(items: int) -> int:
+    """The `items_done` of an IMapIterator's progress: it counts the items
+    of the chunks that arrived itself (a lazy input's last chunk is short)."""
+    return items
 
 
 class IMapIterator:
@@ -172,8 +188,10 @@ class IMapIterator:
         ordered: bool,
         window: int,
         timeout_error: Callable[[], BaseException] = _timeout_error,
+        progress: Optional[Progress] = None,
     ) -> None:
         self._job = job
+        self._progress = progress
         # As the stdlib's: with chunks, the iterator ends after the failing
         # chunk raised; one item per chunk, iteration goes on after it.
         self._end_at_failure = chunksize > 1
@@ -184,6 +202,8 @@ class IMapIterator:
         self._arrived: Dict[int, tuple[bool, Any]] = {}
         self._order: List[int] = []  # completion order (unordered)
         self._expected = 0  # chunks made from the input so far
+        self._sizes: List[int] = []  # items per chunk
+        self._items_arrived = 0
         self._input_done = False
         self._next = 0  # the next chunk to hand out (ordered)
         self._taken = 0  # chunks handed out
@@ -223,13 +243,13 @@ class IMapIterator:
             try:
                 chunk = list(itertools.islice(items, chunksize))
             except BaseException as e:  # the input itself raised: its place fails
-                self._count_chunk()
+                self._count_chunk(0)
                 self._arrive(index, False, e, last=True)
                 return
             if not chunk:
                 self._room.release()
                 break
-            self._count_chunk()
+            self._count_chunk(len(chunk))
             try:
                 payload = serializer.chunk(chunk, first)
             except BaseException as e:
@@ -241,8 +261,9 @@ class IMapIterator:
             self._input_done = True
             self._cond.notify_all()
 
-    def _count_chunk(self) -> None:
+    def _count_chunk(self, items: int) -> None:
         with self._cond:
+            self._sizes.append(items)
             self._expected += 1
 
     def _arrive(self, index: int, success: bool, value: Any, last: bool = False) -> None:
@@ -252,6 +273,10 @@ class IMapIterator:
             if last:
                 self._input_done = True
             self._cond.notify_all()
+            self._items_arrived += self._sizes[index]
+            arrived = self._items_arrived
+        if self._progress is not None:
+            self._progress.chunks_arrived(arrived)
 
     # ----- the consumer ----------------------------------------------------
 
@@ -305,6 +330,8 @@ class IMapIterator:
 
     def _finish(self) -> Any:
         self._stopped = True
+        if self._progress is not None:
+            self._progress.finish()
         raise StopIteration
 
     def stop(self) -> None:

@@ -5,7 +5,7 @@ cancel them.
 
     caller: pickle func once (small: in each task; large: scattered once)
             pickle chunk ──submit(run_chunk, func, chunk)──▶ a Dask worker
-    Dask's callback thread ◀── (status, bytes) ── run_chunk (see _remote)
+    Dask's callback thread ◀── (status, bytes) ── run_chunk (see ferropool._cluster_tasks)
             decode (as locally) ──▶ on_outcome(success, value)
 """
 
@@ -18,6 +18,7 @@ import threading
 import uuid
 import weakref
 
+from .. import _cluster_tasks
 from .._decoding import decode
 from .._serializers import serializer_from
 from . import _remote
@@ -69,10 +70,12 @@ class Session:
         executor: bool,
         initializer: Optional[Callable[..., Any]] = None,
         initargs: Any = (),
+        task_timeout: Optional[float] = None,
     ) -> None:
         from distributed import Client
 
         self.executor = executor
+        self.task_timeout = task_timeout
         self.serializer = serializer_from(serializer).as_bytes()
         self._owned: List[Any] = []  # closed by close(), last first
         if client is not None:
@@ -149,12 +152,13 @@ class Session:
 
     def run(self, job: Job, index: int, mode: int, payload: bytes, on_outcome: Outcome) -> None:
         future = self.client.submit(
-            _remote.run_chunk,
+            _cluster_tasks.run_chunk,
             job.function_ref,
             mode,
             payload,
             self.executor,
             self.serializer.for_workers,
+            self.task_timeout,
             key=f"{job.key}-{index}",
             pure=False,
         )
