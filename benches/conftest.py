@@ -9,9 +9,11 @@ its own statistics per group (one group per row), timed from this process;
 at the end this conftest prints the same ratio table as ``python
 benches/run.py`` (quiet only) from the times measured where the work ran:
 the median time per implementation, ferropool / stdlib of the medians, the
-target and whether it is met. Unlike ``python benches/run.py``, the
-implementations run one after the other (no interleaved rounds, so no
-per-round ratios), and every one gets every round.
+target and whether it is met (rows 11: ferropool.dask against the local
+engine, in a table of their own, no target; ``-k dask`` runs only them).
+Unlike ``python benches/run.py``, the implementations run one after the
+other (no interleaved rounds, so no per-round ratios), and every one gets
+every round.
 
 Options: --bench-quick (smaller sizes, one round), --bench-repeats N (at
 least 5 but with --bench-quick),
@@ -30,7 +32,7 @@ from typing import Any, Dict, List
 import pytest
 from ferropool_bench.adapters import installed_implementations
 from ferropool_bench.chart import draw_chart
-from ferropool_bench.report import metadata, report_lines, summary_line
+from ferropool_bench.report import metadata, ratio_names, report_lines, summary_line
 from ferropool_bench.results import BenchResults, Measurement, RowResult, to_json
 from ferropool_bench.suite import rows, select_rows
 from ferropool_bench.workloads import Config
@@ -141,7 +143,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
     meta["harness"] = "pytest-benchmark"  # the report says how its rounds ran
     meta["peer_budget_s"] = None  # none: every implementation ran every round
     tr = terminalreporter
-    tr.section("ferropool / stdlib (medians, lower is better)")
+    tr.section(f"{ratio_names(results.rows())} (medians, lower is better)")
     for line in report_lines(results, meta):
         tr.write_line(line)
     tr.write_line(summary_line(results))

@@ -28,7 +28,7 @@ from ferropool_bench.results import (
     from_json,
     to_json,
 )
-from ferropool_bench.runner import measure_row, run_all
+from ferropool_bench.runner import RowRounds, measure_row, run_all
 from ferropool_bench.server import CaseServer, ServerError
 from ferropool_bench.suite import rows, select_rows
 from ferropool_bench.workloads import Config, Row
@@ -393,3 +393,92 @@ def test_run_all_loaded_only():
     assert results.quiet == [] and len(results.loaded) == 1
     assert results.load == 1
     assert results.loaded[0].worst_round_ratio is not None
+
+
+# ---------------------------------------------------------------------------
+# Rows 11: ferropool.dask against the local engine (no target).
+
+
+def test_the_dask_rows_run_on_the_two_pools_and_no_other_row_on_dask():
+    everyone = ["ferropool", "stdlib", "loky", "ferropool-dask"]
+    remote = [r for r in rows(quick()) if r.kind == "remote"]
+    assert [r.key for r in remote] == ["dask_cpu_bound", "dask_round_trip"]
+    assert [r.key for r in select_rows(rows(quick()), "11")] == [r.key for r in remote]
+    for r in rows(quick()):
+        names = r.case_names(everyone)
+        if r.kind == "remote":
+            assert names == ["ferropool", "ferropool-dask"]
+            assert r.target is None and r.ratio_of == ("ferropool-dask", "ferropool")
+        else:
+            assert "ferropool-dask" not in names
+
+
+def test_the_dask_rows_are_na_without_distributed(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+
+    def without_distributed(name, *args):
+        return None if name == "distributed" else find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_distributed)
+    r = row("dask_round_trip", n=5)
+    with RowRounds(r, r.case_names(["ferropool", "ferropool-dask"]), quick()) as rounds:
+        error = rounds.results["ferropool-dask"].error
+    assert error is not None and error.startswith("n/a: distributed is not installed")
+
+
+def _dask_result() -> RowResult:
+    r = row("dask_round_trip", n=100)
+    return RowResult(
+        r,
+        {
+            "ferropool": Measurement([0.002, 0.003], setup=[0.01]),
+            "ferropool-dask": Measurement([0.5, 0.6], setup=[1.5]),
+        },
+    )
+
+
+def test_a_dask_row_has_its_own_table_ratio_and_no_target():
+    dask = _dask_result()
+    assert dask.ratio == pytest.approx(0.55 / 0.0025)
+    assert dask.met is None and dask.checks() == []
+    loaded = dataclasses.replace(dask, load=2)
+    assert loaded.checks() == []  # not even the loaded worst round's bound
+    main = _synthetic().quiet[0]
+    meta = {
+        "implementations": ["ferropool", "stdlib", "ferropool-dask"],
+        "repeats": 2,
+        "processes": 2,
+        "start_method": "fork",
+    }
+    lines = report_lines(BenchResults(quiet=[main, dask]), meta, markdown=True)
+    headers = [line for line in lines if line.startswith("| workload")]
+    assert headers == [
+        "| workload | ferropool | stdlib | ratio | target | met |",
+        "| workload | ferropool | ferropool-dask | ferropool-dask / ferropool | target | met |",
+    ]
+    dask_line = next(line for line in lines if line.startswith("| 11b"))
+    assert dask_line.endswith(f"| {dask.ratio:.2f} | - | - |")
+    per_task = next(line for line in lines if line.startswith("11b: per task"))
+    assert "ferropool-dask 5.50 ms" in per_task and "ferropool-dask 1.50 s" in per_task
+    assert summary_line(BenchResults(quiet=[dask])).startswith("no targets")
+    # Its comparison and set-up survive the JSON; the main rows' JSON is as before.
+    data = json.loads(json.dumps(to_json(BenchResults(quiet=[main, dask]), meta)))
+    assert "ratio_of" not in data["rows"][0] and "setup" not in json.dumps(data["rows"][0])
+    assert data["rows"][1]["ratio_of"] == ["ferropool-dask", "ferropool"]
+    again = from_json(data)
+    assert again.quiet[1].ratio == pytest.approx(dask.ratio)
+    assert report_lines(again, meta) == report_lines(BenchResults(quiet=[main, dask]), meta)
+
+
+@pytest.mark.timeout(180)
+def test_the_dask_round_trip_row_runs_on_a_local_cluster():
+    pytest.importorskip("distributed")
+    r = row("dask_round_trip", n=5)
+    rr = measure_row(r, ["ferropool", "stdlib", "ferropool-dask"], quick(repeats=2))
+    assert set(rr.results) == {"ferropool", "ferropool-dask"}
+    for m in rr.results.values():
+        assert m.error is None and len(m.times) == 2
+        assert len(m.setup) == 1 and m.setup[0] > 0
+    assert rr.ratio is not None and rr.met is None

@@ -13,6 +13,9 @@ created and warmed up outside the timed region, except in the start-up and
 whole-script rows, which time exactly that. A run can be quiet, loaded (N
 CPU-bound processes beside every row: ``--load N``) or both (``--also-load
 N``); the payload rows also give the first call in a fresh interpreter (cold).
+Rows 11 compare ferropool.dask on a LocalCluster (the opt-in implementation
+"ferropool-dask") with ferropool's local engine instead: the cost of going
+remote, reported in a table of their own, with no target.
 
 The data flow, one module a step:
 

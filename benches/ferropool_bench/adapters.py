@@ -5,11 +5,17 @@
 billiard, pebble, mpire); ``NotAvailable`` marks a workload an implementation
 has no equivalent of. The start-up workloads run ``startup_once`` in a fresh
 interpreter (``run_probe``, which runs this module's ``_probe_main``).
+
+"ferropool-dask" is ``ferropool.dask.Pool`` on a 2-worker ``LocalCluster``
+it starts itself: an implementation of ``OPT_IN``, which runs only in the
+rows that name it (rows 11: the cost of going remote, against ferropool's
+local engine), and n/a where ``distributed`` is not installed.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -28,12 +34,15 @@ from .tasks import inc
 # implementation imports the task functions by name from it.
 BENCHES = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-IMPLEMENTATIONS = ["ferropool", "stdlib", "loky", "billiard", "pebble", "mpire"]
-PEERS = IMPLEMENTATIONS[2:]
+PEERS = ["loky", "billiard", "pebble", "mpire"]
+# Implementations that run only in the rows naming them (``Row.impls``).
+OPT_IN = ["ferropool-dask"]
+IMPLEMENTATIONS = ["ferropool", "stdlib", *PEERS, *OPT_IN]
 
 
 def installed_implementations() -> List[str]:
-    """ferropool, the stdlib and every peer that can be imported here."""
+    """ferropool, the stdlib, every peer that can be imported here, and the
+    opt-in implementations (n/a in their rows where they cannot run)."""
     out = ["ferropool", "stdlib"]
     for peer in PEERS:
         try:
@@ -41,26 +50,35 @@ def installed_implementations() -> List[str]:
         except Exception:
             continue
         out.append(peer)
-    return out
+    return out + OPT_IN
+
+
+def check_available(impl: str) -> None:
+    """Raises NotAvailable where ``impl`` cannot run here at all (looked up
+    without importing it)."""
+    if impl == "ferropool-dask" and importlib.util.find_spec("distributed") is None:
+        raise NotAvailable("distributed is not installed (pip install 'ferropool[dask]')")
 
 
 def versions(impls: Sequence[str]) -> Dict[str, str]:
     from importlib import metadata
 
     out = {"python": platform.python_version()}
+    # What each implementation's version is: ferropool-dask's, Dask's.
     dists = {
         "ferropool": "ferropool",
         "loky": "loky",
         "billiard": "billiard",
         "pebble": "pebble",
         "mpire": "mpire",
+        "ferropool-dask": "distributed",
     }
     for impl in impls:
         if impl in dists:
             try:
-                out[impl] = metadata.version(dists[impl])
+                out[dists[impl]] = metadata.version(dists[impl])
             except metadata.PackageNotFoundError:
-                out[impl] = "?"
+                out[dists[impl]] = "?"
     try:
         out["numpy"] = metadata.version("numpy")
     except metadata.PackageNotFoundError:
@@ -184,6 +202,12 @@ def open_pool(impl: str, method: str, processes: int) -> Any:
         return PoolAPI(ferropool.get_context(method).Pool(processes))
     if impl == "stdlib":
         return PoolAPI(multiprocessing.get_context(method).Pool(processes))
+    if impl == "ferropool-dask":
+        # A LocalCluster of `processes` single-threaded workers, started here
+        # (the start method is Dask's own) and closed with the pool.
+        check_available(impl)
+        dask = importlib.import_module("ferropool.dask")
+        return PoolAPI(dask.Pool(processes))
     if impl == "billiard":
         billiard = importlib.import_module("billiard")
         return PoolAPI(billiard.get_context(method).Pool(processes))

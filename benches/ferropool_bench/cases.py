@@ -9,6 +9,7 @@ timed part, ``check`` looks at its result: each does what the row's
 
 from __future__ import annotations
 
+import time
 from typing import Any, Optional
 
 from .adapters import open_executor, open_pool
@@ -25,15 +26,21 @@ class Case:
         self.work: Workload = row.work
         self.api: Any = None
         self.data: Any = None
+        # Seconds ``open`` took to make the pool and warm it up.
+        self.setup: Optional[float] = None
 
     def open(self) -> None:
         processes = self.row.workers or self.cfg.processes
         opener = open_executor if self.work.executor else open_pool
+        t0 = time.perf_counter()
         self.api = opener(self.impl, self.cfg.start_method, processes)
+        opened = time.perf_counter() - t0
         self.data = self.work.data(self.row.n)
         self.work.prepare(self.row.n)
         # Workers up and every code path exercised once before the clock.
+        t0 = time.perf_counter()
         self.work.warm(self.api, list(range(4 * processes)))
+        self.setup = opened + time.perf_counter() - t0
 
     def run(self) -> Any:
         return self.work.run(self.api, self.data)

@@ -71,7 +71,9 @@ def draw_chart(results: BenchResults, meta: Dict[str, Any], path: str) -> None:
     matplotlib.use("Agg")
     plt = importlib.import_module("matplotlib.pyplot")
 
-    shown = [(p, _bars(p)) for p in results.rows() if p.row.kind != "efficiency"]
+    # ferropool / stdlib only (not rows 11, which compare ferropool.dask).
+    rows = [p for p in results.rows() if p.row.compares_to_stdlib]
+    shown = [(p, _bars(p)) for p in rows if p.row.kind != "efficiency"]
     shown = [(p, bars) for p, bars in shown if bars]
     eff = next((p.main for p in results.rows() if p.row.kind == "efficiency"), None)
     slots = max((len(bars) for _, bars in shown), default=1)
@@ -164,7 +166,7 @@ def draw_chart(results: BenchResults, meta: Dict[str, Any], path: str) -> None:
         labels.append(label)
     ax.set_yticks(range(n))
     ax.set_yticklabels(labels, fontsize=8.5)
-    ax.set_ylim(n - 0.5, -0.5)
+    ax.set_ylim(max(n, 1) - 0.5, -0.5)  # (no row to draw: rows 11 only)
     ax.set_xlabel(
         "ferropool's time relative to the stdlib, medians of interleaved rounds "
         "(log scale; lower is better)\nlabels: green where the bar's targets are met"

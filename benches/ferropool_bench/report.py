@@ -1,5 +1,8 @@
-"""Reporting: the ratio table, its notes and summary, the run's metadata, and
-the progress bar (JSON: ``results``; the chart: ``chart``)."""
+"""Reporting: the ratio tables, their notes and summary, the run's metadata,
+and the progress bar (JSON: ``results``; the chart: ``chart``). The rows
+that compare ferropool with the stdlib make the main table; rows comparing
+other implementations (``Row.ratio_of``: rows 11, ferropool.dask against
+the local engine) get a table of their own after it."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import importlib.util
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -15,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from .adapters import versions
 from .results import BenchResults, Check, Measurement, RowPhases, RowResult
-from .workloads import LOADED_WORST_ROUND_TARGET, Config
+from .workloads import FERROPOOL_VS_STDLIB, LOADED_WORST_ROUND_TARGET, Config
 
 
 def _unit(t: float) -> Tuple[float, str]:
@@ -70,8 +74,14 @@ def _ratio(r: Optional[float]) -> str:
     return "" if r is None else f"{r:.2f}"
 
 
+# The target and met cells of a row without targets (reported only).
+NO_TARGET = "-"
+
+
 def _target(phases: RowPhases) -> str:
     row, parts = phases.row, []
+    if row.target is None:
+        return NO_TARGET
     if phases.quiet is not None and row.target is not None:
         if row.kind == "efficiency":
             parts.append(f">= {100 * row.target:.0f} %")
@@ -98,6 +108,8 @@ _MISSED = {
 
 
 def _met(phases: RowPhases) -> str:
+    if phases.row.target is None:
+        return NO_TARGET
     met = phases.met
     if met is None:
         return ""
@@ -106,19 +118,44 @@ def _met(phases: RowPhases) -> str:
     return "NO: " + ",".join(_MISSED[c.name] for c in phases.checks() if not c.met)
 
 
+def _groups(results: BenchResults) -> List[List[RowPhases]]:
+    """The rows by what their ratio compares, in the order they came
+    (ferropool / stdlib first)."""
+    groups: Dict[Tuple[str, str], List[RowPhases]] = {}
+    for phases in results.rows():
+        groups.setdefault(phases.row.ratio_of, []).append(phases)
+    return list(groups.values())
+
+
 def table_lines(results: BenchResults, impls: Sequence[str], markdown: bool = False) -> List[str]:
-    """Per row: each implementation's median (quiet, where the run has a
+    """One table per kind of ratio (``_groups``), a blank line between:
+    per row, each implementation's median (quiet, where the run has a
     quiet phase; Markdown adds min–max), the ratio, the loaded ratio and
-    its worst round, the cold ratio, the targets and whether they are met."""
+    its worst round, the cold ratio, the targets and whether they are met.
+    A table has a column for each implementation its rows ran on."""
+    lines: List[str] = []
+    for group in _groups(results):
+        ran = {impl for p in group for rr in (p.quiet, p.loaded) if rr for impl in rr.results}
+        if lines:
+            lines.append("")
+        lines += _table(results, group, [i for i in impls if i in ran], markdown)
+    return lines
+
+
+def _table(
+    results: BenchResults, group: List[RowPhases], impls: Sequence[str], markdown: bool
+) -> List[str]:
     both = bool(results.quiet) and bool(results.loaded)
     loaded_only = not results.quiet
-    cold = results.has_cold
-    header = ["workload", *impls, "ratio"]
+    cold = any(p.quiet is not None and p.quiet.cold_ratio is not None for p in group)
+    ratio_of = group[0].row.ratio_of
+    ratio = "ratio" if ratio_of == FERROPOOL_VS_STDLIB else " / ".join(ratio_of)
+    header = ["workload", *impls, ratio]
     header += ["loaded", "worst"] if both else (["worst"] if loaded_only else [])
     header += ["cold"] if cold else []
     header += ["target", "met"]
     body = []
-    for phases in results.rows():
+    for phases in group:
         main = phases.main
         line = [f"{phases.row.label} {phases.row.title}"]
         line += [_cell(main, impl, markdown) for impl in impls]
@@ -173,6 +210,9 @@ def _missed_text(check: Check, kind: str) -> str:
 
 
 def summary_line(results: BenchResults) -> str:
+    rows = results.rows()
+    if rows and all(p.row.target is None for p in rows):
+        return "no targets: these rows are reported only"
     missing = unmet(results)
     if not missing:
         return "every target met"
@@ -182,6 +222,61 @@ def summary_line(results: BenchResults) -> str:
         missed = ", ".join(_missed_text(c, row.kind) for c in phases.checks() if not c.met)
         parts.append(f"{row.label} {row.title} ({missed})")
     return "targets not met: " + "; ".join(parts)
+
+
+def ratio_names(phases: Sequence[RowPhases]) -> str:
+    """What the ratios divide: "ferropool / stdlib", and the rows that
+    compare others, e.g. "ferropool / stdlib; 11a, 11b: ferropool-dask /
+    ferropool"."""
+    labels: Dict[Tuple[str, str], List[str]] = {}
+    for p in phases:
+        labels.setdefault(p.row.ratio_of, []).append(p.row.label)
+    parts = []
+    for ratio_of, rows in labels.items():
+        text = " / ".join(ratio_of)
+        if ratio_of != FERROPOOL_VS_STDLIB:
+            text = f"{', '.join(dict.fromkeys(rows))}: {text}"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def remote_lines(results: BenchResults, processes: int) -> List[str]:
+    """The remote rows (11): what they compare, then per row the time per
+    task of each side (its median / the row's tasks) and what opening each
+    case took, untimed by the rounds (for ferropool-dask, starting its
+    LocalCluster)."""
+    remote = [p for p in results.rows() if p.row.kind == "remote"]
+    if not remote:
+        return []
+    labels = ", ".join(dict.fromkeys(p.row.label for p in remote))
+    out = [
+        f"{labels}: ferropool-dask = ferropool.dask.Pool({processes}) on a LocalCluster of "
+        f"{processes} single-threaded worker processes it starts, against ferropool.Pool"
+        f"({processes}), the local engine: the cost of going remote (no target)."
+    ]
+    for p in remote:
+        row, rr = p.row, p.main
+        far, near = row.ratio_of
+        parts = []
+        medians = rr.value(far), rr.value(near)
+        if medians[0] is not None and medians[1] is not None and row.n:
+            far_task, near_task = medians[0] / row.n, medians[1] / row.n
+            sign = "+" if far_task >= near_task else "-"
+            extra = fmt_seconds(abs(far_task - near_task))
+            parts.append(
+                f"per task (median / {row.n:,}) {near} {fmt_seconds(near_task)}, "
+                f"{far} {fmt_seconds(far_task)} ({sign}{extra} remote)"
+            )
+        setup = [
+            f"{impl} {fmt_seconds(statistics.median(m.setup))}"
+            for impl, m in rr.results.items()
+            if m.setup
+        ]
+        if setup:
+            parts.append("set-up, untimed (pool made and warmed up): " + ", ".join(setup))
+        if parts:
+            out.append(f"{row.label}: " + "; ".join(parts) + ".")
+    return out
 
 
 def metadata(
@@ -266,7 +361,7 @@ def report_lines(results: BenchResults, meta: Dict[str, Any], markdown: bool = F
     has_script = any(p.row.kind == "script" for p in results.rows())
     script_rounds = f" (10: {meta.get('script_rounds', rounds)})" if has_script else ""
     lines.append(
-        f"ratio = ferropool / stdlib (lower is better), of the medians of {rounds} "
+        f"ratio = {ratio_names(results.rows())} (lower is better), of the medians of {rounds} "
         f"round{'' if rounds == 1 else 's'}{script_rounds}, "
         f"{how}; times are medians"
         + (" (min–max)" if markdown else "")
@@ -293,11 +388,13 @@ def report_lines(results: BenchResults, meta: Dict[str, Any], markdown: bool = F
             "10: the whole short script (ferropool or multiprocessing imported as mp; "
             "Pool(2), map of 100 squares) run as a process, wall time from outside."
         )
-    lines.append(
-        "stdlib = multiprocessing.Pool, or concurrent.futures.ProcessPoolExecutor for 8a/8b. "
-        "loky and pebble are executors: apply = submit().result(), default chunksize = "
-        "the Pool's rule."
-    )
+    if any(p.row.compares_to_stdlib for p in results.rows()):
+        lines.append(
+            "stdlib = multiprocessing.Pool, or concurrent.futures.ProcessPoolExecutor for "
+            "8a/8b. loky and pebble are executors: apply = submit().result(), default "
+            "chunksize = the Pool's rule."
+        )
+    lines += remote_lines(results, meta["processes"])
     for note in notes(results):
         lines.append(f"note: {note}")
     return lines

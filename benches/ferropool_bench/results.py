@@ -3,7 +3,8 @@ ratios and targets (``RowResult``), a whole run's quiet and loaded phases
 (``BenchResults``), and their JSON form.
 
 A row's figure per implementation is the median of its rounds (min and max
-kept beside it); the ratio is ferropool's median / the stdlib's. The rounds
+kept beside it); the ratio is ferropool's median / the stdlib's (or what
+else the row compares: ``Row.ratio_of``). The rounds
 of one row are interleaved across implementations, so round i of ferropool
 and round i of the stdlib ran side by side in time: their ratio is the
 row's per-round ratio, whose worst is what the loaded phase's target bounds.
@@ -30,6 +31,10 @@ class Measurement:
     error: Optional[str] = None  # "n/a: ...", "error: ...", "wrong result"
     # Payload rows: each round's first payload call in its fresh interpreter.
     cold: List[float] = field(default_factory=list)
+    # The rows timed in one case server: the seconds its pool took to be
+    # made and warmed up, untimed by the rounds (for ferropool-dask, its
+    # LocalCluster started).
+    setup: List[float] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -60,7 +65,7 @@ class Measurement:
                 "max": max(self.cold),
                 "times": self.cold,
             }
-        return {
+        out: Dict[str, Any] = {
             "median": self.median,
             "min": self.low,
             "max": self.high,
@@ -68,11 +73,15 @@ class Measurement:
             "cold": cold,
             "error": self.error,
         }
+        if self.setup:  # (files of earlier runs have none)
+            out["setup"] = self.setup
+        return out
 
     @classmethod
     def from_json(cls, d: Dict[str, Any]) -> Measurement:
         cold = (d.get("cold") or {}).get("times") or []
-        return cls(list(d.get("times") or []), d.get("error"), list(cold))
+        setup = d.get("setup") or []
+        return cls(list(d.get("times") or []), d.get("error"), list(cold), list(setup))
 
 
 class Check(NamedTuple):
@@ -102,10 +111,10 @@ class RowResult:
     def _pair(self) -> Optional[Tuple[Measurement, Measurement]]:
         if self.row.kind == "efficiency":
             return None
-        fp, std = self.results.get("ferropool"), self.results.get("stdlib")
-        if fp is None or std is None or not fp.ok or not std.ok:
+        first, second = (self.results.get(impl) for impl in self.row.ratio_of)
+        if first is None or second is None or not first.ok or not second.ok:
             return None
-        return fp, std
+        return first, second
 
     @property
     def ratio(self) -> Optional[float]:
@@ -116,7 +125,8 @@ class RowResult:
 
     @property
     def round_ratios(self) -> List[float]:
-        """ferropool / stdlib per round, rounds paired by their interleaving."""
+        """ferropool / stdlib (``Row.ratio_of``) per round, rounds paired by
+        their interleaving."""
         pair = self._pair()
         return _paired(pair[0].times, pair[1].times) if pair else []
 
@@ -140,8 +150,11 @@ class RowResult:
         """The targets that apply to this phase and could be evaluated.
         Quiet: the median ratio (efficiency: ferropool's share, a minimum)
         and the cold ratio; loaded: the worst round and, where the row has
-        one, the median."""
-        row, out = self.row, []
+        one, the median. A row without a target has none (reported only)."""
+        row = self.row
+        out: List[Check] = []
+        if row.target is None:
+            return out
         if row.kind == "efficiency":
             v = self.value("ferropool")
             if self.load == 0 and row.target is not None and v is not None:

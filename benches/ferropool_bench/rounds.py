@@ -69,7 +69,10 @@ class RoundCase:
     """Made per implementation (NotAvailable where it has no equivalent of
     the row: n/a); ``open`` prepares (untimed), ``round`` times one round,
     ``close`` releases, ``abort`` releases at once (an interrupted run);
-    every method but ``abort`` may raise (NotAvailable: n/a)."""
+    every method but ``abort`` may raise (NotAvailable: n/a). ``setup``:
+    the seconds ``open`` took where the case knows them (a case server's)."""
+
+    setup: Optional[float] = None
 
     def __init__(self, row: Row, impl: str, cfg: Config) -> None:
         self.row, self.impl, self.cfg = row, impl, cfg
@@ -108,6 +111,7 @@ class ServedCase(RoundCase):
     def open(self) -> None:
         self.server = CaseServer(self.row, self.impl, self.cfg)
         self.server.start()
+        self.setup = self.server.setup
 
     def round(self) -> Round:
         if self.server is None:

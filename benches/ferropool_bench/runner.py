@@ -130,10 +130,13 @@ class RowRounds:
         if name not in self._started:
             self._started.append(name)
             self._open.append(name)
+            case = self.cases[name]
             try:
-                self.cases[name].open()
+                case.open()
             except Exception as e:
                 self.results[name].error = _error_text(e)
+            if case.setup is not None:
+                self.results[name].setup.append(case.setup)
         return self.results[name].error is None and name in self._open
 
     def _finish(self, name: str) -> None:

@@ -4,7 +4,7 @@ The bench process starts one server per row and implementation
 (``CaseServer``): a fresh interpreter running ``serve``, given the row (its
 workload included), the implementation and the configuration, pickled on its
 command line. It opens the case (untimed, warm-up included) and answers
-``ready``. Each ``run`` line on its
+``ready``, with the seconds the pool took to open and warm up. Each ``run`` line on its
 standard input then times one round there (``gc.collect`` before,
 ``perf_counter`` around ``Case.run``, ``Case.check`` after) and answers the
 seconds, or the problem; ``close`` (or the end of its input) closes the case
@@ -81,7 +81,7 @@ def serve(argv: Optional[Sequence[str]] = None) -> None:
     except Exception as e:
         answer(error=f"{type(e).__name__}: {e}")
         return
-    answer(ready=True)
+    answer(ready=True, setup=case.setup)
     try:
         for line in sys.stdin:
             command = line.strip()
@@ -127,6 +127,8 @@ class CaseServer:
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self._stderr: Any = None
         self._buffer = b""
+        # Seconds the server's case took to make its pool and warm it up.
+        self.setup: Optional[float] = None
 
     @property
     def pid(self) -> Optional[int]:
@@ -160,6 +162,7 @@ class CaseServer:
             raise ServerNotAvailable(reply["na"])
         if not reply.get("ready"):
             self._fail("start", reply)
+        self.setup = reply.get("setup")
 
     def run(self) -> float:
         """One timed round: its seconds; ``ServerError`` if it failed. A

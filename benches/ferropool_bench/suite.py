@@ -27,6 +27,10 @@ from .workloads import (
 
 # Pool sizes of the oversubscribed rows (9a, 9b), whatever the core count.
 OVERSUBSCRIBED = (16, 64)
+# Rows 11: ferropool.dask on a LocalCluster against the local engine, the
+# ratio the cluster's median / the local pool's (no target: the cost of
+# going remote, reported).
+DASK_VS_LOCAL = ("ferropool-dask", "ferropool")
 
 
 def _k(n: int) -> str:
@@ -40,6 +44,8 @@ def rows(cfg: Config) -> List[Row]:
     n_big = cfg.size(200_000, 20_000)
     n_payload = cfg.size(64, 8)
     n_cpu = cfg.size(64, 16)
+    # Dask's round trip takes milliseconds: fewer than row 1's.
+    n_remote = cfg.size(200, 50)
     w = cfg.processes
     out = [
         Row(
@@ -211,6 +217,34 @@ def rows(cfg: Config) -> List[Row]:
                     measure=ScriptCase,
                 )
             )
+    # Issue 17: the same work on a Dask cluster of as many workers, started
+    # (untimed) by the case like any pool.
+    out += [
+        Row(
+            "dask_cpu_bound",
+            "11a",
+            f"dask / local, {w} workers: cpu-bound map, {n_cpu} x ~15 ms tasks",
+            "remote",
+            None,
+            n_cpu,
+            ratio_of=DASK_VS_LOCAL,
+            impls=DASK_VS_LOCAL,
+            work=CpuBound(serial_baseline=False),
+            measure=ServedCase,
+        ),
+        Row(
+            "dask_round_trip",
+            "11b",
+            f"dask / local, {w} workers: apply_async(f, (i,)).get() x {_k(n_remote)}",
+            "remote",
+            None,
+            n_remote,
+            ratio_of=DASK_VS_LOCAL,
+            impls=DASK_VS_LOCAL,
+            work=RoundTrips(),
+            measure=ServedCase,
+        ),
+    ]
     return out
 
 

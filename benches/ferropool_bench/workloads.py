@@ -15,9 +15,9 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Type
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
-from .adapters import NotAvailable
+from .adapters import OPT_IN, NotAvailable, check_available
 from .tasks import burn, identity, inc
 
 if TYPE_CHECKING:
@@ -78,6 +78,12 @@ class Config:
 
 # A field of Row that the results' JSON leaves out: behaviour, not data.
 _NOT_SAVED = {"saved": False}
+# A field of Row that the JSON holds only where it differs from its default
+# (the rows of earlier results files read back and write out unchanged).
+_SAVED_IF_SET = {"saved": "if set"}
+# What a row's ratio divides, unless it says otherwise: ferropool's median
+# by the stdlib's.
+FERROPOOL_VS_STDLIB = ("ferropool", "stdlib")
 
 
 @dataclass(frozen=True)
@@ -89,8 +95,11 @@ class Row:
     key: str
     label: str  # "1", "5a", ...: what --workloads selects
     title: str
-    kind: str  # pool | executor | startup | script | cpu | efficiency: how the report shows it
-    target: Optional[float]  # median ratio ferropool / stdlib; for efficiency: the minimum
+    # pool | executor | startup | script | cpu | efficiency | remote: how the report shows it
+    kind: str
+    # The median ratio's bound (efficiency: the minimum); None: a row without
+    # targets, reported only (no check in any phase).
+    target: Optional[float]
     n: int = 0
     method: str = ""  # start-up and whole-script rows: the start method they time
     first: bool = True  # start-up rows: the first pool of an interpreter, or the next ones
@@ -104,6 +113,11 @@ class Row:
     # The median ratio's target under load, where the issue gives one (every
     # row also has LOADED_WORST_ROUND_TARGET for its worst round).
     loaded_target: Optional[float] = None
+    # The ratio: the first implementation's median / the second's.
+    ratio_of: Tuple[str, str] = field(default=FERROPOOL_VS_STDLIB, metadata=_SAVED_IF_SET)
+    # The implementations the row runs on (those of them compared in the
+    # run); empty: every one compared but the opt-in ones (adapters.OPT_IN).
+    impls: Tuple[str, ...] = field(default=(), metadata=_SAVED_IF_SET)
     # How a round is timed: the round case (rounds), made per implementation.
     measure: Optional[Type[RoundCase]] = field(
         default=None, compare=False, repr=False, metadata=_NOT_SAVED
@@ -118,12 +132,27 @@ class Row:
 
     def saved(self) -> Dict[str, Any]:
         """The row's data, as the results' JSON holds it."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata != _NOT_SAVED}
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata == _NOT_SAVED or (f.metadata == _SAVED_IF_SET and value == f.default):
+                continue
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
 
     @classmethod
     def from_saved(cls, d: Dict[str, Any]) -> Row:
         names = {f.name for f in fields(cls) if f.metadata != _NOT_SAVED}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        # JSON has lists where the row has tuples (ratio_of, impls).
+        data: Dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names
+        }
+        return cls(**data)
+
+    @property
+    def compares_to_stdlib(self) -> bool:
+        """Whether the ratio is ferropool / stdlib (the main table's rows)."""
+        return self.ratio_of == FERROPOOL_VS_STDLIB
 
     def round_case(self, impl: str, cfg: Config) -> RoundCase:
         """This row's round case on ``impl``; NotAvailable where ``impl`` has
@@ -139,8 +168,12 @@ class Row:
     def case_names(self, impls: Sequence[str]) -> List[str]:
         """What the row runs on: the implementations, after the serial
         baseline where its workload has one (efficiency is derived from it)."""
+        if self.impls:
+            names = [i for i in impls if i in self.impls]
+        else:
+            names = [i for i in impls if i not in OPT_IN]
         baseline = self.work is not None and self.work.serial_baseline
-        return ["serial", *impls] if baseline else list(impls)
+        return ["serial", *names] if baseline else names
 
 
 # ---------------------------------------------------------------------------
@@ -159,6 +192,7 @@ class Workload:
 
     def available(self, impl: str) -> None:
         """Raises NotAvailable where ``impl`` has no equivalent of it."""
+        check_available(impl)
         if self.executor and impl in ("billiard", "mpire"):
             raise NotAvailable(f"{impl}: no concurrent.futures executor")
 
@@ -245,6 +279,7 @@ class Payloads(Workload):
     numpy: bool = False
 
     def available(self, impl: str) -> None:
+        super().available(impl)
         if self.numpy:
             _numpy()
 
@@ -281,11 +316,12 @@ def serial_cpu(n: int) -> List[str]:
     return _serial_cpu[n]
 
 
+@dataclass(frozen=True)
 class CpuBound(Workload):
     """``map(burn, range(n), chunksize=1)``: ~15 ms tasks; also timed
-    serially (the baseline of the efficiency row)."""
+    serially (the baseline of the efficiency row) unless told not to."""
 
-    serial_baseline = True
+    serial_baseline: bool = True
 
     def data(self, n: int) -> Any:
         return list(range(n))
