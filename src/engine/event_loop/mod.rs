@@ -1,8 +1,9 @@
 //! The engine thread: one `poll` over the wake-up socket, the zygote's control
 //! socket and every worker socket. No busy polling: it sleeps until a byte
 //! arrives, a socket can take more output, or a socket closes (a worker died).
-//! The only timed waits are while collecting the exit status of a worker that
-//! just went away.
+//! The only timed waits are for deadlines (see `waiting`): an exit status
+//! awaited, a task's time limit, and, where own workers have no pidfd, a
+//! look every 100 ms at whether they ended.
 //!
 //! ```text
 //!  wake ──▶ drain commands ──▶ scheduler.add_*      worker readable ──▶ frames ──▶ Ready / Result
@@ -12,9 +13,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,13 +25,13 @@ use crate::engine::protocol::{self, FrameDecoder, Kind, ResultStatus};
 use crate::engine::scheduler::{Delivered, Scheduler, Task, WorkerSlot};
 use crate::engine::shared::{clear_wake, Command, EngineConfig, Phase, ServiceEvent, Shared};
 use crate::engine::shm::{self, FdReader, ReceivedMap, Sender};
-use crate::engine::spin::{SpinSwitch, Spun};
 use crate::engine::stats::{Figures, History};
 use crate::engine::supervisor::{signal_worker, ExitInfo, Launcher, OwnChild, ZygoteEvent};
 use std::os::fd::OwnedFd;
 
 mod figures;
 mod lifecycle;
+mod waiting;
 
 /// How long to wait for the exit status of a worker whose socket closed.
 const EXIT_STATUS_GRACE: Duration = Duration::from_secs(1);
@@ -73,11 +72,10 @@ struct Worker {
     slot: WorkerSlot,
     state: WorkerState,
     pid: Option<i32>,
+    /// Our own child (spawn, fork; not the zygote's): its exit watch sees
+    /// its death even while another process holds a copy of its socket (a
+    /// task's own child), which would keep that socket from closing.
     child: Option<OwnChild>,
-    /// Readable once our own child has ended (a pidfd): its death is seen
-    /// even while another process holds a copy of its socket (a fork made
-    /// meanwhile), which would keep that socket from closing.
-    exit_fd: Option<OwnedFd>,
     dead: bool,
     /// Never forked (its fork request was cancelled, or the fork failed).
     unforked: bool,
@@ -119,45 +117,6 @@ fn socket_step(result: io::Result<usize>) -> Step {
     }
 }
 
-/// The engine thread looks for events a while without sleeping before it
-/// blocks in `poll`: waking a thread asleep on an idle (virtual) CPU takes
-/// tens of microseconds, more than the next event of a busy pool usually
-/// takes to come. How long is learnt (see `spin`): nothing on a busy
-/// machine, where the spin would only slow the workers down.
-static ENGINE_SPIN: SpinSwitch = SpinSwitch::new();
-
-impl EventLoop {
-    /// `poll(2)`, but first a short spin of zero-timeout polls and looks at
-    /// the command channel (yielding the CPU in between), unless the wait is
-    /// already a short timed one. Commands queued while the engine thread is
-    /// awake need no wake-up byte (see `Shared::asleep`).
-    fn poll_spinning_first(&self, fds: &mut [libc::pollfd], timeout_ms: i32) -> i32 {
-        let do_poll = |fds: &mut [libc::pollfd], ms: i32| {
-            // SAFETY: `fds` is a valid, exclusively borrowed array of pollfd.
-            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) }
-        };
-        if !(0..=1).contains(&timeout_ms) {
-            let mut n = 0;
-            let spun = ENGINE_SPIN.spin(None, || {
-                n = do_poll(fds, 0);
-                n != 0 || !self.commands.is_empty()
-            });
-            if spun == Spun::Found {
-                return n;
-            }
-        }
-        let asleep = &self.shared.asleep;
-        asleep.store(true, Ordering::SeqCst);
-        let n = if self.commands.is_empty() {
-            do_poll(fds, timeout_ms)
-        } else {
-            0
-        };
-        asleep.store(false, Ordering::SeqCst);
-        n
-    }
-}
-
 impl Worker {
     fn has_output(&self) -> bool {
         !self.out.is_empty()
@@ -182,10 +141,9 @@ impl Worker {
 struct Dying {
     pid: Option<i32>,
     number: u64,
+    /// Our own child: its exit watch is polled (a pidfd), or asked every
+    /// few milliseconds, so its exit status is collected at once.
     child: Option<OwnChild>,
-    /// Readable once our own child has ended (a pidfd): polled, so its exit
-    /// status is collected at once rather than at the next timed turn.
-    exit_fd: Option<OwnedFd>,
     /// The task it was running, to be failed with its exit status.
     lost: Option<Task>,
     /// Died before it was ready (initializer or start-up failure).
@@ -227,6 +185,9 @@ pub struct EventLoop {
     zygote_pids: HashMap<u64, i32>,
     zygote_exits: HashMap<i32, ExitInfo>,
     terminate_deadline: Option<Instant>,
+    /// When own children without a pidfd were last asked whether they
+    /// ended (see `waiting`).
+    last_exit_check: Instant,
     published_pids: Vec<i32>,
     /// Workers launched, and those that ended (see `Pool.stats()`).
     workers_started: u64,
@@ -262,6 +223,7 @@ impl EventLoop {
             zygote_pids: HashMap::new(),
             zygote_exits: HashMap::new(),
             terminate_deadline: None,
+            last_exit_check: Instant::now(),
             published_pids: Vec::new(),
             workers_started: 0,
             history: History::default(),
@@ -273,6 +235,7 @@ impl EventLoop {
         self.publish_status();
         while self.phase != Phase::Finished {
             let ready = self.wait_for_events();
+            self.check_exits_without_fd();
             self.shared.park_if_requested();
             self.drain_commands();
             self.read_zygote();
@@ -301,101 +264,6 @@ impl EventLoop {
             self.handle_command(command);
         }
         self.publish_status();
-    }
-
-    // ----- waiting -------------------------------------------------------
-
-    /// Polls; returns (worker index, revents) for every worker with events.
-    fn wait_for_events(&mut self) -> Vec<(usize, i16)> {
-        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(self.workers.len() + 2);
-        let pollfd = |fd: RawFd, events: i16| libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        };
-        fds.push(pollfd(self.wake_rx.as_raw_fd(), libc::POLLIN));
-        let zygote_fd = self
-            .launcher
-            .as_ref()
-            .and_then(|l| l.control_fd())
-            .map(|fd| fd.as_raw_fd())
-            .unwrap_or(-1);
-        fds.push(pollfd(zygote_fd, libc::POLLIN));
-        for w in &self.workers {
-            let mut events = libc::POLLIN;
-            if w.has_output() {
-                events |= libc::POLLOUT;
-            }
-            fds.push(pollfd(w.sock.as_raw_fd(), events));
-        }
-        let mut exit_watch = Vec::new();
-        for (idx, w) in self.workers.iter().enumerate() {
-            if let Some(fd) = &w.exit_fd {
-                exit_watch.push(idx);
-                fds.push(pollfd(fd.as_raw_fd(), libc::POLLIN));
-            }
-        }
-        for d in &self.dying {
-            if let Some(fd) = &d.exit_fd {
-                fds.push(pollfd(fd.as_raw_fd(), libc::POLLIN));
-            }
-        }
-        let mut timeout_ms = self.exit_wait_timeout_ms();
-        let deadlines = [self.next_task_deadline(), self.next_frame_stall()];
-        if let Some(deadline) = deadlines.into_iter().flatten().min() {
-            let ms = deadline
-                .saturating_duration_since(Instant::now())
-                .as_millis() as i32
-                + 1;
-            timeout_ms = if timeout_ms < 0 {
-                ms
-            } else {
-                timeout_ms.min(ms)
-            };
-        }
-        let n = self.poll_spinning_first(&mut fds, timeout_ms);
-        self.wake_readable = n > 0 && fds[0].revents != 0;
-        self.zygote_readable = n > 0 && fds[1].revents != 0;
-        if n <= 0 {
-            return Vec::new();
-        }
-        let first_exit = 2 + self.workers.len();
-        for (k, idx) in exit_watch.into_iter().enumerate() {
-            if fds[first_exit + k].revents != 0 {
-                self.workers[idx].dead = true;
-            }
-        }
-        fds[2..2 + self.workers.len()]
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.revents != 0)
-            .map(|(i, p)| (i, p.revents))
-            .collect()
-    }
-
-    /// How long the poll may sleep while exits are awaited: an own child
-    /// without a pidfd is polled for; otherwise its pidfd or the zygote's
-    /// record wakes us, and only the grace period needs a timer.
-    fn exit_wait_timeout_ms(&self) -> i32 {
-        let mut timeout_ms = -1;
-        if self
-            .dying
-            .iter()
-            .any(|d| d.child.is_some() && d.exit_fd.is_none())
-        {
-            timeout_ms = 5;
-        } else if let Some(since) = self.dying.iter().map(|d| d.since).min() {
-            let left = (since + EXIT_STATUS_GRACE).saturating_duration_since(Instant::now());
-            timeout_ms = left.as_millis() as i32 + 1;
-        }
-        if self.terminate_deadline.is_some() {
-            timeout_ms = if timeout_ms < 0 {
-                50
-            } else {
-                timeout_ms.min(50)
-            };
-        }
-        timeout_ms
     }
 
     fn drain_commands(&mut self) {
@@ -670,7 +538,7 @@ impl EventLoop {
             );
             self.shared.log(log::Level::Error, msg);
             if let Some(pid) = w.pid.or_else(|| self.zygote_pids.get(&w.number).copied()) {
-                signal_worker(pid, w.exit_fd.as_ref(), nix::sys::signal::Signal::SIGKILL);
+                signal_worker(pid, w.child.as_ref(), nix::sys::signal::Signal::SIGKILL);
             }
             w.violation = Some(why);
         }
