@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test test-rust test-python test-bigmem conformance demo bench bench-chart lint docs wheel wheel-test clean
+.PHONY: install test test-rust test-python test-bigmem test-fallbacks conformance demo bench bench-chart lint docs wheel wheel-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,18 @@ test-python: install
 # and about 5 minutes; CI runs it after `make test`).
 test-bigmem: install
 	$(PY) -m pytest tests/test_huge_payloads.py -m bigmem $(PYTEST_ARGS)
+
+# The portable fallbacks of every Linux-only facility (src/platform/,
+# docs/porting.md), all forced at once (FERROPOOL_FALLBACKS=all): the fault
+# tests, the worker-trust, task-children and large-payload tests, the
+# fallbacks' own tests, then CPython's own tests as `make conformance` runs
+# them. One facility only: make test-fallbacks FALLBACKS=pidfd
+FALLBACKS ?= all
+FALLBACK_TESTS := $(wildcard tests/test_faults_*.py) tests/test_task_children.py \
+	tests/test_worker_trust.py tests/test_large_payloads.py tests/test_platform_fallbacks.py
+test-fallbacks: install
+	FERROPOOL_FALLBACKS=$(FALLBACKS) $(PY) -m pytest $(FALLBACK_TESTS) $(PYTEST_ARGS)
+	FERROPOOL_FALLBACKS=$(FALLBACKS) $(PY) conformance/run.py $(CONFORMANCE_ARGS)
 
 # CPython's own Pool and ProcessPoolExecutor tests, run against ferropool
 # under fork, spawn and forkserver (conformance/run.py says how; a few

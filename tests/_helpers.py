@@ -187,6 +187,13 @@ def block_info(block):
     return len(data), data[0], data[-1]
 
 
+def platform_features():
+    """What the worker uses of each Linux-only facility (see src/platform/)."""
+    import ferropool._native
+
+    return ferropool._native.platform_features()
+
+
 def fork_lingering_child(seconds):
     """Forks a child that outlives the task (it holds a copy of the worker's
     socket) and returns its pid."""

@@ -25,6 +25,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from multiprocessing import process, spawn
 
 # `typing` only for the type checker (start-up time of a short script).
@@ -151,13 +152,17 @@ def exit_waiter(pid: int) -> Callable[[], None]:
     """A function that waits (a few seconds at most) until process `pid`, a
     zygote (not our child, so no waitpid), has exited. The zygote cannot exit
     before its pool's socket closes, so the pid is still its own here."""
+    from . import _native
+
+    lock = threading.Lock()  # the service thread and the caller may both wait
+    if _native.platform_features()["pidfd"] != "native":
+        return _poll_exit(pid, lock)
     try:
         pidfd = os.pidfd_open(pid)
     except (AttributeError, OSError):
-        return lambda: None
+        return _poll_exit(pid, lock)
 
     open_fd = [pidfd]
-    lock = threading.Lock()  # the service thread and the caller may both wait
 
     def wait() -> None:
         with lock:
@@ -166,6 +171,28 @@ def exit_waiter(pid: int) -> Callable[[], None]:
                     select.select(open_fd, [], [], 5.0)
                 finally:
                     os.close(open_fd.pop())
+
+    return wait
+
+
+def _poll_exit(pid: int, lock: threading.Lock) -> Callable[[], None]:
+    """`exit_waiter` without pidfds: asks every 10 ms whether `pid` still
+    exists (the fork server reaps the zygote at once). Were the pid reused
+    meanwhile, this only waits longer (5 s at most); it signals nothing."""
+    done = [False]
+
+    def wait() -> None:
+        with lock:
+            deadline = time.monotonic() + 5.0
+            while not done[0] and time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                except OSError:
+                    break  # not ours to signal: someone else's process now
+                time.sleep(0.01)
+            done[0] = True
 
     return wait
 

@@ -224,8 +224,9 @@ class _Forker:
     main thread, every other one (replacements, and the first ones of a pool
     made in another thread) in the pool's service thread when the engine asks.
     A worker's parent-death signal fires when the thread that forked it ends:
-    both threads outlive the workers. Every engine thread of the process is
-    parked (holding no lock) while the process is copied."""
+    both threads outlive the workers (the fallback, a lifeline pipe, follows
+    the process: see src/platform/parent_death.rs). Every engine thread of
+    the process is parked (holding no lock) while the process is copied."""
 
     def __init__(self, setup: WorkerSetup, first_from_service: int) -> None:
         self.setup = setup
@@ -240,6 +241,7 @@ class _Forker:
         returns their pids. Runs before the engine exists."""
         pids: List[int] = []
         parent = os.getpid()
+        lifeline = _native.lifeline_for_children()
         flush_std_streams()
         paused = _native.pause_engines()
         try:
@@ -250,7 +252,9 @@ class _Forker:
                     others = [p[0].detach() for p in pairs] + [
                         p[1].detach() for p in pairs[i + 1 :]
                     ]
-                    forked_worker_main(worker_end.detach(), self.setup, first + i, parent, others)
+                    forked_worker_main(
+                        worker_end.detach(), self.setup, first + i, parent, others, lifeline
+                    )
                 pids.append(pid)
                 worker_end.close()
         except BaseException:
@@ -285,12 +289,13 @@ class _Forker:
             self._count_first()
             return
         try:
+            lifeline = _native.lifeline_for_children()
             flush_std_streams()
             paused = _native.pause_engines()
             try:
                 pid = os.fork()
                 if pid == 0:
-                    forked_worker_main(sock_fd, self.setup, number, parent, not_ours)
+                    forked_worker_main(sock_fd, self.setup, number, parent, not_ours, lifeline)
             finally:
                 if pid != 0:
                     paused.resume()

@@ -20,6 +20,7 @@ __all__ = [
     "KIND_RETIRING",
     "KIND_SETUP",
     "KIND_TASK",
+    "LIFELINE_ENV",
     "LOCAL_ERROR",
     "LargePayload",
     "MAP",
@@ -38,8 +39,11 @@ __all__ = [
     "WORKER_LOST",
     "WorkerChannel",
     "__version__",
+    "die_with_parent",
+    "lifeline_for_children",
+    "map_populate_flag",
     "pause_engines",
-    "set_parent_death_signal",
+    "platform_features",
 ]
 
 __version__: str
@@ -70,6 +74,8 @@ KIND_RESULT: int
 KIND_RETIRING: int
 SPAWN_SOCKET_FD: int
 SPAWN_FIRST_INHERITED_FD: int
+# A spawned worker's lifeline (the parent-death fallback, src/platform/).
+LIFELINE_ENV: str
 
 class EngineStopped(ValueError):
     """The engine has stopped and takes no more work."""
@@ -159,7 +165,11 @@ class WorkerChannel:
         max_rss: Optional[int] = None,
     ) -> None: ...
 
-def set_parent_death_signal(signal: int) -> None: ...
+# Linux-only facilities and their fallbacks (src/platform/, docs/porting.md).
+def lifeline_for_children() -> Optional[int]: ...
+def die_with_parent(lifeline: Optional[int] = None) -> None: ...
+def platform_features() -> Dict[str, str]: ...
+def map_populate_flag() -> int: ...
 
 @final
 class PausedEngines:

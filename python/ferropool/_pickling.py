@@ -105,7 +105,6 @@ _for_results = _Reusable(io.BytesIO, out_of_band=True)
 OUT_OF_BAND_MIN = 1 << 20
 # count of buffers, length of the pickle stream; then one length per buffer.
 _OUT_OF_BAND_HEADER = struct.Struct("<IQ")
-_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0x8000 if sys.platform == "linux" else 0)
 
 
 # Objects built only of these types pickle the same with or without
@@ -224,8 +223,11 @@ def loads_out_of_band(payload: Any) -> Any:
     if start + sum(lengths) != len(data):
         raise pickle.UnpicklingError("out-of-band buffers of the wrong length")
     buffers = []
+    # 0 where MAP_POPULATE is not used (see src/platform/memory.rs): the
+    # pages then fault in one by one as the buffer is copied.
+    populate = _native.map_populate_flag()
     for n in lengths:
-        mapped = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | _MAP_POPULATE)
+        mapped = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | populate)
         with data[start : start + n] as part:  # released at once: `data` is lent
             mapped[:] = part
         buffers.append(mapped)

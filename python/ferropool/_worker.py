@@ -334,6 +334,11 @@ def spawn_main() -> None:
     """Entry point of a spawned worker: socket on fd 3, setup fds from fd 4."""
     from multiprocessing import spawn
 
+    # The parent-death fallback: the engine kept our lifeline open across
+    # exec (else the kernel's parent-death signal was set before exec).
+    lifeline = os.environ.pop(_native.LIFELINE_ENV, None)
+    if lifeline is not None:
+        _native.die_with_parent(int(lifeline))
     channel = _native.WorkerChannel(SPAWN_SOCKET_FD)
     kind, _, _, number, payload = channel.recv()
     if kind != KIND_PREPARE:
@@ -367,11 +372,17 @@ def drain(sock: socket.socket) -> None:
 
 
 def forked_worker_main(
-    sock_fd: int, setup: WorkerSetup, number: int, parent_pid: int, close_fds: Sequence[int]
+    sock_fd: int,
+    setup: WorkerSetup,
+    number: int,
+    parent_pid: int,
+    close_fds: Sequence[int],
+    lifeline: Optional[int],
 ) -> NoReturn:
     """Runs in a worker just forked (from the zygote, or from the caller
     for a pool's first workers): closes the parent's descriptors it does not
-    need, then serves tasks on `sock_fd`. Never returns."""
+    need, then serves tasks on `sock_fd`. Never returns. `lifeline`: what
+    `_native.lifeline_for_children()` gave the parent before the fork."""
     code = 1
     try:
         # First: Ctrl-C to the process group is the parent's to handle.
@@ -383,9 +394,9 @@ def forked_worker_main(
                 os.close(fd)
             except OSError:
                 pass  # closed in the parent meanwhile
-        _native.set_parent_death_signal(signal.SIGKILL)
+        _native.die_with_parent(lifeline)
         if os.getppid() != parent_pid:
-            os._exit(1)  # the parent died before prctl took effect
+            os._exit(1)  # the parent died before that took effect
         if setup.own_group:
             os.setpgid(0, 0)
         channel = _native.WorkerChannel(sock_fd)
@@ -420,10 +431,11 @@ def zygote_loop(ctl: socket.socket, setup: WorkerSetup, forked_from_parent: bool
             ctl.sendall(ZYGOTE_RECORD.pack(2, pid, status & 0xFFFFFFFF))
 
     def fork_worker(number: int, sock_fd: int) -> None:
+        lifeline = _native.lifeline_for_children()
         pid = os.fork()
         if pid == 0:
             extra = [ctl.detach(), wake_r.detach(), wake_w.detach()]
-            forked_worker_main(sock_fd, setup, number, my_pid, extra)
+            forked_worker_main(sock_fd, setup, number, my_pid, extra, lifeline)
         os.close(sock_fd)
         children.add(pid)
         ctl.sendall(ZYGOTE_RECORD.pack(1, number, pid))

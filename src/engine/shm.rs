@@ -17,8 +17,9 @@
 //! (so the mapping can never lose a page under the reader, a SIGBUS, nor
 //! change under it), as long as the frame says and without holes.
 //!
-//! Where memfds are not available (old kernels, seccomp), the payload goes
-//! through the socket as before.
+//! Where memfds are not available (old kernels, seccomp, or
+//! `FERROPOOL_NO_MEMFD`: see `platform`), the payload goes through the
+//! socket as before.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -29,6 +30,7 @@ use std::sync::Mutex;
 
 use crate::engine::buffers::{keep_within_bounds, take_smallest_fitting};
 use crate::engine::sync::lock;
+use crate::platform::memory::{map_populated, new_memfd};
 
 /// Descriptors one read takes at most; a message carrying more is cut
 /// (the kernel closes the rest) and counts as a protocol violation.
@@ -84,12 +86,9 @@ impl SharedBuf {
         let fd = new_memfd()?;
         // SAFETY: ftruncate on a descriptor we own.
         check(unsafe { libc::ftruncate(fd.as_raw_fd(), size) })?;
-        let ptr = map(
-            fd.as_fd(),
-            capacity,
-            libc::PROT_READ | libc::PROT_WRITE,
-            true,
-        )?;
+        // Shared, every page faulted in now in one call (cheaper than a
+        // fault per page) where the platform allows it (see `platform`).
+        let ptr = map_populated(capacity, libc::PROT_READ | libc::PROT_WRITE, fd.as_raw_fd())?;
         // A forked child must never write into pages the parent reuses for
         // its tasks: it does not inherit the mapping (see also `Kept`).
         // SAFETY: advice on our own new mapping; failure changes nothing.
@@ -173,18 +172,6 @@ impl Drop for SharedBuf {
     }
 }
 
-fn new_memfd() -> io::Result<OwnedFd> {
-    // SAFETY: a NUL-terminated name and flags; the returned descriptor is
-    // new and owned by nobody else.
-    unsafe {
-        let raw = check(libc::memfd_create(
-            c"ferropool-payload".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        ))?;
-        Ok(OwnedFd::from_raw_fd(raw))
-    }
-}
-
 /// A new memfd holding exactly `data`, sealed against any change: what a
 /// worker hands to the parent. Written with `write`, which fills fresh
 /// pages without zeroing them first and maps nothing in this process.
@@ -201,25 +188,6 @@ pub fn sealed_copy(data: &[u8]) -> io::Result<OwnedFd> {
         )
     })?;
     Ok(fd)
-}
-
-/// `mmap` of the first `len` bytes of `fd`, shared; `populate` faults every
-/// page in now, in one call (cheaper than a fault per page, and done where
-/// the caller runs, without the GIL).
-fn map(
-    fd: BorrowedFd<'_>,
-    len: usize,
-    prot: libc::c_int,
-    populate: bool,
-) -> io::Result<NonNull<u8>> {
-    let flags = libc::MAP_SHARED | if populate { libc::MAP_POPULATE } else { 0 };
-    // SAFETY: a new mapping at an address of the kernel's choosing; it
-    // aliases no Rust object.
-    let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd.as_raw_fd(), 0) };
-    if ptr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
 }
 
 /// A received payload, mapped read-only. Immutable for its whole life: the
@@ -322,7 +290,7 @@ pub fn map_received(fd: OwnedFd, len: usize, sender: Sender) -> Result<ReceivedM
             ));
         }
     }
-    let ptr = map(fd.as_fd(), len, libc::PROT_READ, true)
+    let ptr = map_populated(len, libc::PROT_READ, fd.as_raw_fd())
         .map_err(|e| format!("a memfd that could not be mapped ({e})"))?;
     Ok(ReceivedMap { ptr, len })
 }

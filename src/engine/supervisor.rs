@@ -30,6 +30,9 @@ use nix::sys::socket::{sendmsg, setsockopt, sockopt, ControlMessage, MsgFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::platform::parent_death;
+use crate::platform::process::ExitWatch;
+
 /// fd number of the worker's socket in a spawned worker.
 pub const SPAWN_SOCKET_FD: RawFd = 3;
 /// First fd number of the inherited setup fds in a spawned worker.
@@ -114,6 +117,10 @@ pub enum Launcher {
         inherited: Vec<OwnedFd>,
         /// Each worker leads a process group of its own (see `spawn`).
         own_group: bool,
+        /// Where the parent-death fallback is in effect: the read end of
+        /// this process's lifeline, for every worker (see `platform`),
+        /// moved above the numbers the workers' fds take (as `inherited`).
+        lifeline: Option<OwnedFd>,
     },
     Zygote {
         control: UnixStream,
@@ -142,29 +149,56 @@ pub struct Launched {
 }
 
 /// A worker process this process must reap: spawned by the engine, or forked
-/// by the caller before the engine started.
-pub enum OwnChild {
+/// by the caller. Its `watch` tells when it ended (see `platform::process`).
+pub struct OwnChild {
+    process: ChildProcess,
+    watch: ExitWatch,
+}
+
+enum ChildProcess {
     Spawned(Child),
     Forked(i32),
 }
 
 impl OwnChild {
-    pub fn pid(&self) -> i32 {
-        match self {
-            OwnChild::Spawned(child) => child.id() as i32,
-            OwnChild::Forked(pid) => *pid,
+    pub fn spawned(child: Child) -> OwnChild {
+        let watch = ExitWatch::child(child.id() as i32);
+        OwnChild {
+            process: ChildProcess::Spawned(child),
+            watch,
         }
     }
 
-    /// How it ended, once it has; `None` while it runs.
+    /// `pid`: a child this process forked and has not reaped.
+    pub fn forked(pid: i32) -> OwnChild {
+        OwnChild {
+            process: ChildProcess::Forked(pid),
+            watch: ExitWatch::child(pid),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        match &self.process {
+            ChildProcess::Spawned(child) => child.id() as i32,
+            ChildProcess::Forked(pid) => *pid,
+        }
+    }
+
+    /// How its end is noticed: polled with the sockets where it has a
+    /// descriptor, else asked now and then (see `EventLoop`).
+    pub fn watch(&self) -> &ExitWatch {
+        &self.watch
+    }
+
+    /// How it ended, once it has (reaping it); `None` while it runs.
     pub fn try_wait(&mut self) -> Option<ExitInfo> {
-        match self {
-            OwnChild::Spawned(child) => match child.try_wait() {
+        match &mut self.process {
+            ChildProcess::Spawned(child) => match child.try_wait() {
                 Ok(Some(status)) => Some(ExitInfo::from_exit_status(status)),
                 Ok(None) => None,
                 Err(_) => Some(ExitInfo::Unknown),
             },
-            OwnChild::Forked(pid) => {
+            ChildProcess::Forked(pid) => {
                 match waitpid(Pid::from_raw(*pid), Some(WaitPidFlag::WNOHANG)) {
                     Ok(WaitStatus::Exited(_, code)) => Some(ExitInfo::Code(code)),
                     Ok(WaitStatus::Signaled(_, sig, _)) => Some(ExitInfo::Signal(sig as i32)),
@@ -178,29 +212,17 @@ impl OwnChild {
 
     /// Blocks until it has ended (after it was killed); how it ended.
     pub fn wait(&mut self) -> ExitInfo {
-        match self {
-            OwnChild::Spawned(child) => match child.wait() {
+        match &mut self.process {
+            ChildProcess::Spawned(child) => match child.wait() {
                 Ok(status) => ExitInfo::from_exit_status(status),
                 Err(_) => ExitInfo::Unknown,
             },
-            OwnChild::Forked(pid) => match waitpid(Pid::from_raw(*pid), None) {
+            ChildProcess::Forked(pid) => match waitpid(Pid::from_raw(*pid), None) {
                 Ok(WaitStatus::Exited(_, code)) => ExitInfo::Code(code),
                 Ok(WaitStatus::Signaled(_, sig, _)) => ExitInfo::Signal(sig as i32),
                 _ => ExitInfo::Unknown,
             },
         }
-    }
-
-    /// A descriptor that becomes readable when the process ends (a pidfd),
-    /// so the engine need not poll for the exit; `None` on kernels before 5.3.
-    pub fn exit_fd(&self) -> Option<OwnedFd> {
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid(), 0) };
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: a fresh descriptor owned by nobody else.
-        Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
     }
 }
 
@@ -209,48 +231,28 @@ impl OwnChild {
 /// own records (a fork, a spawn, the zygote's report), never from a worker's
 /// message. Pids that `kill` would read as something else (0: the caller's
 /// group; 1 and below: init, or every process) and this process's own are
-/// refused. With `pidfd` (a pidfd of that very process), the process is
-/// signalled through it, and the group only while the process still runs:
-/// a pid that was freed and reused is never hit.
-pub fn signal_worker(pid: i32, pidfd: Option<&OwnedFd>, signal: Signal) {
+/// refused. With `child` (our own, unreaped child of that pid), the process
+/// and its group are signalled only while it still runs (see
+/// `ExitWatch::signal`): a pid that was freed and reused is never hit.
+pub fn signal_worker(pid: i32, child: Option<&OwnChild>, signal: Signal) {
     if pid <= 1 || pid as u32 == std::process::id() {
         return;
     }
-    if let Some(fd) = pidfd {
-        if process_ended(fd) {
-            return;
+    match child {
+        Some(child) => {
+            if child.watch.has_ended() {
+                return;
+            }
+            // The group's id is the pid of a process not reaped yet: it
+            // cannot be anyone else's group.
+            let _ = kill(Pid::from_raw(-pid), signal);
+            child.watch.signal(signal as libc::c_int);
         }
-        let _ = kill(Pid::from_raw(-pid), signal);
-        // SAFETY: pidfd_send_signal takes a pidfd we own, a signal number, a
-        // null siginfo and no flags; it returns 0 or -1 and touches no memory.
-        let sent = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                fd.as_raw_fd(),
-                signal as libc::c_int,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        if sent == 0 {
-            return;
+        None => {
+            let _ = kill(Pid::from_raw(-pid), signal);
+            let _ = kill(Pid::from_raw(pid), signal);
         }
-    } else {
-        let _ = kill(Pid::from_raw(-pid), signal);
     }
-    let _ = kill(Pid::from_raw(pid), signal);
-}
-
-/// Whether the process of a pidfd has ended (the pidfd is readable then).
-fn process_ended(pidfd: &OwnedFd) -> bool {
-    let mut poll = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout.
-    let n = unsafe { libc::poll(&mut poll, 1, 0) };
-    n > 0 && poll.revents != 0
 }
 
 impl Launcher {
@@ -273,6 +275,9 @@ impl Launcher {
             argv,
             inherited,
             own_group,
+            lifeline: parent_death::lifeline_for_children()?
+                .map(|fd| dup_above(fd, 100))
+                .transpose()?,
         })
     }
 
@@ -295,7 +300,7 @@ impl Launcher {
                 sock.set_nonblocking(true)?;
                 let launched = Launched {
                     sock,
-                    child: Some(OwnChild::Forked(pid)),
+                    child: Some(OwnChild::forked(pid)),
                     fork_request: None,
                 };
                 Ok((number, launched))
@@ -330,11 +335,13 @@ impl Launcher {
                 argv,
                 inherited,
                 own_group,
+                lifeline,
             } => {
-                let child = spawn_worker(argv, &theirs, inherited, *own_group)?;
+                let lifeline = lifeline.as_ref().map(AsRawFd::as_raw_fd);
+                let child = spawn_worker(argv, &theirs, inherited, *own_group, lifeline)?;
                 Ok(Launched {
                     sock: ours,
-                    child: Some(OwnChild::Spawned(child)),
+                    child: Some(OwnChild::spawned(child)),
                     fork_request: None,
                 })
             }
@@ -450,6 +457,7 @@ fn spawn_worker(
     sock: &UnixStream,
     inherited: &[OwnedFd],
     own_group: bool,
+    lifeline: Option<RawFd>,
 ) -> io::Result<Child> {
     let Some((program, args)) = argv.split_first() else {
         return Err(io::Error::new(
@@ -465,8 +473,12 @@ fn spawn_worker(
     if own_group {
         cmd.process_group(0);
     }
+    if let Some(fd) = lifeline {
+        cmd.env(parent_death::LIFELINE_ENV, fd.to_string());
+    }
     // SAFETY: the closure runs in the child between fork and exec and only
-    // makes async-signal-safe calls (signal, dup2, prctl).
+    // makes async-signal-safe calls (signal, dup2, and prctl or fcntl in
+    // `in_spawned_child`).
     unsafe {
         cmd.pre_exec(move || {
             // Ctrl-C at a terminal reaches the whole process group, workers
@@ -482,14 +494,8 @@ fn spawn_worker(
                     return Err(io::Error::last_os_error());
                 }
             }
-            // Die with the engine thread that started us: no orphans.
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            );
+            // Die with the engine that started us: no orphans.
+            parent_death::in_spawned_child(lifeline);
             Ok(())
         });
     }

@@ -18,17 +18,39 @@ use crate::engine::errors::EngineError;
 use crate::engine::protocol::{self, CallMode, Kind, ResultStatus};
 use crate::engine::shared::{self, Shared};
 use crate::engine::{supervisor, sync};
+use crate::platform::{self, parent_death};
 
-/// Sets the signal this process gets when its parent dies (Linux), so a
-/// worker never outlives the process that started it.
+/// In a process about to fork workers: the read end of its lifeline, to
+/// hand to them, where the parent-death fallback is in effect; else None
+/// (see `platform::parent_death`).
 #[pyfunction]
-fn set_parent_death_signal(signal: i32) -> PyResult<()> {
-    // SAFETY: prctl with PR_SET_PDEATHSIG takes a plain integer argument.
-    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) };
-    if rc != 0 {
-        return Err(EngineError::Io(std::io::Error::last_os_error()).into());
+fn lifeline_for_children() -> PyResult<Option<i32>> {
+    Ok(parent_death::lifeline_for_children().map_err(EngineError::Io)?)
+}
+
+/// In a new worker: it dies (SIGKILL) when its parent does: through the
+/// `lifeline` its parent gave it, else by the kernel's parent-death signal.
+#[pyfunction]
+#[pyo3(signature = (lifeline=None))]
+fn die_with_parent(lifeline: Option<i32>) -> PyResult<()> {
+    Ok(parent_death::die_with_parent(lifeline).map_err(EngineError::Io)?)
+}
+
+/// Each Linux-only facility and whether this process uses it ("native")
+/// or its fallback ("fallback"); see docs/porting.md.
+#[pyfunction]
+fn platform_features(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
+    let features = pyo3::types::PyDict::new(py);
+    for (facility, choice) in platform::features() {
+        features.set_item(facility, choice)?;
     }
-    Ok(())
+    Ok(features)
+}
+
+/// MAP_POPULATE where it is used, else 0: for `mmap.mmap(flags=...)`.
+#[pyfunction]
+fn map_populate_flag() -> i32 {
+    platform::memory::populate_flag()
 }
 
 /// The engine threads of this process, parked for a fork (see
@@ -102,7 +124,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<payload::PayloadWriter>()?;
     m.add_class::<payload::EnginePayload>()?;
     m.add_class::<worker::WorkerChannel>()?;
-    m.add_function(wrap_pyfunction!(set_parent_death_signal, m)?)?;
+    m.add_function(wrap_pyfunction!(lifeline_for_children, m)?)?;
+    m.add_function(wrap_pyfunction!(die_with_parent, m)?)?;
+    m.add_function(wrap_pyfunction!(platform_features, m)?)?;
+    m.add_function(wrap_pyfunction!(map_populate_flag, m)?)?;
     m.add_function(wrap_pyfunction!(pause_engines, m)?)?;
     m.add_class::<PausedEngines>()?;
     m.add("EngineStopped", m.py().get_type::<errors::EngineStopped>())?;
@@ -111,7 +136,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
 /// The numbers Python shares with the engine, from here only: the version,
 /// the wire's header length, frame kinds and shared-memory bit, the outcome
-/// statuses, the call modes and where a spawned worker finds its descriptors.
+/// statuses, the call modes and where a spawned worker finds its descriptors
+/// (its lifeline's in `LIFELINE_ENV`).
 fn add_constants(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("HEADER_LEN", protocol::HEADER_LEN)?;
@@ -157,5 +183,6 @@ fn add_constants(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "SPAWN_FIRST_INHERITED_FD",
         supervisor::SPAWN_FIRST_INHERITED_FD,
     )?;
+    m.add("LIFELINE_ENV", parent_death::LIFELINE_ENV)?;
     Ok(())
 }

@@ -210,7 +210,8 @@ fn resident_bytes() -> Option<u64> {
     Some(pages * u64::try_from(page).ok()?)
 }
 
-/// Worker processes are ours: their allocator keeps freed blocks of up to
+/// Worker processes are ours: their allocator keeps (glibc's `mallopt`,
+/// see `platform::memory`) freed blocks of up to
 /// `KEEP_BLOCKS_BELOW` and up to `KEEP_FREED` bytes of free memory for
 /// reuse, instead of handing them back to the kernel at once. Every task with
 /// a large argument or result allocates a few large buffers (pickle output,
@@ -219,16 +220,6 @@ fn resident_bytes() -> Option<u64> {
 /// against 0.4 ms for reused memory, measured).
 const KEEP_BLOCKS_BELOW: libc::c_int = 32 << 20;
 const KEEP_FREED: libc::c_int = 64 << 20;
-
-fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets glibc allocator parameters; called before
-    // the worker runs any task.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, KEEP_BLOCKS_BELOW);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, KEEP_FREED);
-    }
-}
 
 #[pymethods]
 impl WorkerChannel {
@@ -241,7 +232,7 @@ impl WorkerChannel {
         // SAFETY: the caller hands over an open socket fd it no longer uses.
         let sock = unsafe { UnixStream::from_raw_fd(fd) };
         sock.set_nonblocking(false).map_err(EngineError::Io)?;
-        keep_freed_memory();
+        crate::platform::memory::keep_freed_memory(KEEP_BLOCKS_BELOW, KEEP_FREED);
         Ok(WorkerChannel {
             sock,
             decoder: FrameDecoder::new(),

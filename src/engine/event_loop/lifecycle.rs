@@ -58,7 +58,6 @@ impl EventLoop {
                         out.push(Kind::Setup, 0, 0, number, setup);
                     }
                     let pid = launched.child.as_ref().map(OwnChild::pid);
-                    let exit_fd = launched.child.as_ref().and_then(OwnChild::exit_fd);
                     if let Some(fd) = launched.fork_request {
                         let engine_end = launched.sock.as_raw_fd();
                         let event = ServiceEvent::ForkWorker(number, fd, engine_end);
@@ -75,7 +74,6 @@ impl EventLoop {
                         state: WorkerState::Starting,
                         pid,
                         child: launched.child,
-                        exit_fd,
                         dead: false,
                         unforked: false,
                         timed_out: false,
@@ -142,23 +140,19 @@ impl EventLoop {
         };
         let stopping = self.broken.is_some() || self.phase == Phase::Terminating;
         if let Some(w) = self.workers.iter_mut().find(|w| w.number == number) {
-            let child = OwnChild::Forked(pid);
             w.pid = Some(pid);
-            w.exit_fd = child.exit_fd();
-            w.child = Some(child);
+            w.child = Some(OwnChild::forked(pid));
             if stopping {
                 // Forked while the pool was being stopped: it missed that.
-                signal_worker(pid, w.exit_fd.as_ref(), Signal::SIGTERM);
+                signal_worker(pid, w.child.as_ref(), Signal::SIGTERM);
             }
         } else if let Some(d) = self.dying.iter_mut().find(|d| d.number == number) {
-            let child = OwnChild::Forked(pid);
             d.pid = Some(pid);
-            d.exit_fd = child.exit_fd();
-            d.child = Some(child);
+            d.child = Some(OwnChild::forked(pid));
         } else {
             // Already given up on (the pool is gone): make sure it ends.
-            let mut child = OwnChild::Forked(pid);
-            signal_worker(pid, child.exit_fd().as_ref(), Signal::SIGKILL);
+            let mut child = OwnChild::forked(pid);
+            signal_worker(pid, Some(&child), Signal::SIGKILL);
             let _ = child.wait();
         }
     }
@@ -187,16 +181,10 @@ impl EventLoop {
                     self.fail_timed_out(task, &w.describe());
                 }
             }
-            let child = w.child.take();
-            let exit_fd = w
-                .exit_fd
-                .take()
-                .or_else(|| child.as_ref().and_then(OwnChild::exit_fd));
             self.dying.push(Dying {
                 pid,
                 number: w.number,
-                child,
-                exit_fd,
+                child: w.child.take(),
                 expected: w.state == WorkerState::Retiring && lost.is_none(),
                 before_ready: w.state == WorkerState::Starting,
                 killed_by_us: w.timed_out || w.violation.is_some(),
@@ -238,7 +226,7 @@ impl EventLoop {
                 continue;
             }
             if let Some(pid) = w.pid {
-                signal_worker(pid, w.exit_fd.as_ref(), Signal::SIGKILL);
+                signal_worker(pid, w.child.as_ref(), Signal::SIGKILL);
             }
             w.timed_out = true;
             let msg = format!(
@@ -309,7 +297,7 @@ impl EventLoop {
             if exit.is_none() {
                 // Socket closed but the process lingers: make sure it ends.
                 if let Some(pid) = d.pid {
-                    signal_worker(pid, d.exit_fd.as_ref(), Signal::SIGKILL);
+                    signal_worker(pid, d.child.as_ref(), Signal::SIGKILL);
                 }
                 if let Some(child) = d.child.as_mut() {
                     let _ = child.wait();
@@ -433,7 +421,7 @@ impl EventLoop {
             if let Some(pid) = w.pid.or_else(|| self.zygote_pids.get(&w.number).copied()) {
                 // Its process group too, where it leads one (pools with a
                 // task timeout): a task's own children would stay behind.
-                signal_worker(pid, w.exit_fd.as_ref(), signal);
+                signal_worker(pid, w.child.as_ref(), signal);
             }
             // Idle workers see EOF and exit even if SIGTERM is ignored;
             // shutdown() works however many processes hold the fd.
@@ -471,7 +459,7 @@ impl EventLoop {
             if Instant::now() >= deadline {
                 for w in &self.workers {
                     if let Some(pid) = w.pid {
-                        signal_worker(pid, w.exit_fd.as_ref(), Signal::SIGKILL);
+                        signal_worker(pid, w.child.as_ref(), Signal::SIGKILL);
                     }
                 }
                 // Workers the zygote started whose pid we never learned: the

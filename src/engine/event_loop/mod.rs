@@ -1,8 +1,9 @@
 //! The engine thread: one `poll` over the wake-up socket, the zygote's control
 //! socket and every worker socket. No busy polling: it sleeps until a byte
 //! arrives, a socket can take more output, or a socket closes (a worker died).
-//! The only timed waits are while collecting the exit status of a worker that
-//! just went away.
+//! The only timed waits are for deadlines (see `waiting`): an exit status
+//! awaited, a task's time limit, and, where own workers have no pidfd, a
+//! look every 100 ms at whether they ended.
 //!
 //! ```text
 //!  wake ──▶ drain commands ──▶ scheduler.add_*      worker readable ──▶ frames ──▶ Ready / Result
@@ -12,27 +13,25 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use crate::engine::jobs::{Job, JobId, OutcomeBytes, TaskOutcome};
+use crate::engine::jobs::{Job, JobId, TaskOutcome};
 use crate::engine::outbox::Outbox;
-use crate::engine::protocol::{self, FrameDecoder, Kind, ResultStatus};
+use crate::engine::protocol::{FrameDecoder, Kind, ResultStatus};
 use crate::engine::scheduler::{Delivered, Scheduler, Task, WorkerSlot};
 use crate::engine::shared::{clear_wake, Command, EngineConfig, Phase, ServiceEvent, Shared};
-use crate::engine::shm::{self, FdReader, ReceivedMap, Sender};
-use crate::engine::spin::{SpinSwitch, Spun};
 use crate::engine::stats::{Figures, History};
-use crate::engine::supervisor::{signal_worker, ExitInfo, Launcher, OwnChild, ZygoteEvent};
+use crate::engine::supervisor::{ExitInfo, Launcher, OwnChild, ZygoteEvent};
 use std::os::fd::OwnedFd;
 
 mod figures;
 mod lifecycle;
+mod reading;
+mod waiting;
 
 /// How long to wait for the exit status of a worker whose socket closed.
 const EXIT_STATUS_GRACE: Duration = Duration::from_secs(1);
@@ -73,11 +72,10 @@ struct Worker {
     slot: WorkerSlot,
     state: WorkerState,
     pid: Option<i32>,
+    /// Our own child (spawn, fork; not the zygote's): its exit watch sees
+    /// its death even while another process holds a copy of its socket (a
+    /// task's own child), which would keep that socket from closing.
     child: Option<OwnChild>,
-    /// Readable once our own child has ended (a pidfd): its death is seen
-    /// even while another process holds a copy of its socket (a fork made
-    /// meanwhile), which would keep that socket from closing.
-    exit_fd: Option<OwnedFd>,
     dead: bool,
     /// Never forked (its fork request was cancelled, or the fork failed).
     unforked: bool,
@@ -88,15 +86,6 @@ struct Worker {
     /// When the last byte came from it (a frame left unfinished is timed).
     last_byte_at: Instant,
     started_at: Instant,
-}
-
-/// The shared memory a worker's result frame announces, in `fd` (the
-/// descriptor that came with it), checked and mapped (see `shm`).
-fn map_shared(fd: OwnedFd, frame_payload: &[u8]) -> Result<ReceivedMap, String> {
-    let len = protocol::shared_len(frame_payload)
-        .ok_or_else(|| "a shared-memory frame without a valid length".to_string())?;
-    shm::map_received(fd, len, Sender::Worker)
-        .map_err(|why| format!("a shared-memory result in {why}"))
 }
 
 /// What one non-blocking read or write on a worker socket means.
@@ -116,45 +105,6 @@ fn socket_step(result: io::Result<usize>) -> Step {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Step::Blocked,
         Err(e) if e.kind() == io::ErrorKind::Interrupted => Step::Again,
         Err(_) => Step::Closed,
-    }
-}
-
-/// The engine thread looks for events a while without sleeping before it
-/// blocks in `poll`: waking a thread asleep on an idle (virtual) CPU takes
-/// tens of microseconds, more than the next event of a busy pool usually
-/// takes to come. How long is learnt (see `spin`): nothing on a busy
-/// machine, where the spin would only slow the workers down.
-static ENGINE_SPIN: SpinSwitch = SpinSwitch::new();
-
-impl EventLoop {
-    /// `poll(2)`, but first a short spin of zero-timeout polls and looks at
-    /// the command channel (yielding the CPU in between), unless the wait is
-    /// already a short timed one. Commands queued while the engine thread is
-    /// awake need no wake-up byte (see `Shared::asleep`).
-    fn poll_spinning_first(&self, fds: &mut [libc::pollfd], timeout_ms: i32) -> i32 {
-        let do_poll = |fds: &mut [libc::pollfd], ms: i32| {
-            // SAFETY: `fds` is a valid, exclusively borrowed array of pollfd.
-            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) }
-        };
-        if !(0..=1).contains(&timeout_ms) {
-            let mut n = 0;
-            let spun = ENGINE_SPIN.spin(None, || {
-                n = do_poll(fds, 0);
-                n != 0 || !self.commands.is_empty()
-            });
-            if spun == Spun::Found {
-                return n;
-            }
-        }
-        let asleep = &self.shared.asleep;
-        asleep.store(true, Ordering::SeqCst);
-        let n = if self.commands.is_empty() {
-            do_poll(fds, timeout_ms)
-        } else {
-            0
-        };
-        asleep.store(false, Ordering::SeqCst);
-        n
     }
 }
 
@@ -182,10 +132,9 @@ impl Worker {
 struct Dying {
     pid: Option<i32>,
     number: u64,
+    /// Our own child: its exit watch is polled (a pidfd), or asked every
+    /// few milliseconds, so its exit status is collected at once.
     child: Option<OwnChild>,
-    /// Readable once our own child has ended (a pidfd): polled, so its exit
-    /// status is collected at once rather than at the next timed turn.
-    exit_fd: Option<OwnedFd>,
     /// The task it was running, to be failed with its exit status.
     lost: Option<Task>,
     /// Died before it was ready (initializer or start-up failure).
@@ -227,6 +176,9 @@ pub struct EventLoop {
     zygote_pids: HashMap<u64, i32>,
     zygote_exits: HashMap<i32, ExitInfo>,
     terminate_deadline: Option<Instant>,
+    /// When own children without a pidfd were last asked whether they
+    /// ended (see `waiting`).
+    last_exit_check: Instant,
     published_pids: Vec<i32>,
     /// Workers launched, and those that ended (see `Pool.stats()`).
     workers_started: u64,
@@ -262,6 +214,7 @@ impl EventLoop {
             zygote_pids: HashMap::new(),
             zygote_exits: HashMap::new(),
             terminate_deadline: None,
+            last_exit_check: Instant::now(),
             published_pids: Vec::new(),
             workers_started: 0,
             history: History::default(),
@@ -273,6 +226,7 @@ impl EventLoop {
         self.publish_status();
         while self.phase != Phase::Finished {
             let ready = self.wait_for_events();
+            self.check_exits_without_fd();
             self.shared.park_if_requested();
             self.drain_commands();
             self.read_zygote();
@@ -301,101 +255,6 @@ impl EventLoop {
             self.handle_command(command);
         }
         self.publish_status();
-    }
-
-    // ----- waiting -------------------------------------------------------
-
-    /// Polls; returns (worker index, revents) for every worker with events.
-    fn wait_for_events(&mut self) -> Vec<(usize, i16)> {
-        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(self.workers.len() + 2);
-        let pollfd = |fd: RawFd, events: i16| libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        };
-        fds.push(pollfd(self.wake_rx.as_raw_fd(), libc::POLLIN));
-        let zygote_fd = self
-            .launcher
-            .as_ref()
-            .and_then(|l| l.control_fd())
-            .map(|fd| fd.as_raw_fd())
-            .unwrap_or(-1);
-        fds.push(pollfd(zygote_fd, libc::POLLIN));
-        for w in &self.workers {
-            let mut events = libc::POLLIN;
-            if w.has_output() {
-                events |= libc::POLLOUT;
-            }
-            fds.push(pollfd(w.sock.as_raw_fd(), events));
-        }
-        let mut exit_watch = Vec::new();
-        for (idx, w) in self.workers.iter().enumerate() {
-            if let Some(fd) = &w.exit_fd {
-                exit_watch.push(idx);
-                fds.push(pollfd(fd.as_raw_fd(), libc::POLLIN));
-            }
-        }
-        for d in &self.dying {
-            if let Some(fd) = &d.exit_fd {
-                fds.push(pollfd(fd.as_raw_fd(), libc::POLLIN));
-            }
-        }
-        let mut timeout_ms = self.exit_wait_timeout_ms();
-        let deadlines = [self.next_task_deadline(), self.next_frame_stall()];
-        if let Some(deadline) = deadlines.into_iter().flatten().min() {
-            let ms = deadline
-                .saturating_duration_since(Instant::now())
-                .as_millis() as i32
-                + 1;
-            timeout_ms = if timeout_ms < 0 {
-                ms
-            } else {
-                timeout_ms.min(ms)
-            };
-        }
-        let n = self.poll_spinning_first(&mut fds, timeout_ms);
-        self.wake_readable = n > 0 && fds[0].revents != 0;
-        self.zygote_readable = n > 0 && fds[1].revents != 0;
-        if n <= 0 {
-            return Vec::new();
-        }
-        let first_exit = 2 + self.workers.len();
-        for (k, idx) in exit_watch.into_iter().enumerate() {
-            if fds[first_exit + k].revents != 0 {
-                self.workers[idx].dead = true;
-            }
-        }
-        fds[2..2 + self.workers.len()]
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.revents != 0)
-            .map(|(i, p)| (i, p.revents))
-            .collect()
-    }
-
-    /// How long the poll may sleep while exits are awaited: an own child
-    /// without a pidfd is polled for; otherwise its pidfd or the zygote's
-    /// record wakes us, and only the grace period needs a timer.
-    fn exit_wait_timeout_ms(&self) -> i32 {
-        let mut timeout_ms = -1;
-        if self
-            .dying
-            .iter()
-            .any(|d| d.child.is_some() && d.exit_fd.is_none())
-        {
-            timeout_ms = 5;
-        } else if let Some(since) = self.dying.iter().map(|d| d.since).min() {
-            let left = (since + EXIT_STATUS_GRACE).saturating_duration_since(Instant::now());
-            timeout_ms = left.as_millis() as i32 + 1;
-        }
-        if self.terminate_deadline.is_some() {
-            timeout_ms = if timeout_ms < 0 {
-                50
-            } else {
-                timeout_ms.min(50)
-            };
-        }
-        timeout_ms
     }
 
     fn drain_commands(&mut self) {
@@ -491,216 +350,6 @@ impl EventLoop {
         if job.wants_service(completed) {
             self.notify_service(job.id);
         }
-    }
-
-    // ----- worker I/O ----------------------------------------------------
-
-    fn service_worker(&mut self, idx: usize, revents: i16) {
-        if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-            self.read_worker(idx);
-        }
-        if revents & libc::POLLOUT != 0 {
-            self.flush(idx);
-        }
-    }
-
-    fn read_worker(&mut self, idx: usize) {
-        loop {
-            let w = &mut self.workers[idx];
-            let mut reader = FdReader {
-                sock: &w.sock,
-                fds: &mut w.fds,
-            };
-            let step = match w.decoder.read_from(&mut reader) {
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    self.protocol_violation(idx, e.to_string());
-                    return;
-                }
-                other => socket_step(other),
-            };
-            if w.fds.len() > MAX_QUEUED_FDS {
-                let why = format!("{} descriptors without frames for them", w.fds.len());
-                self.protocol_violation(idx, why);
-                return;
-            }
-            if matches!(step, Step::Again) {
-                w.last_byte_at = Instant::now();
-            }
-            match step {
-                // A short read emptied the socket: the next poll says when
-                // there is more, without a read that fails with EAGAIN.
-                Step::Again if w.decoder.drained() => break,
-                Step::Again => continue,
-                Step::Blocked => break,
-                Step::Closed => {
-                    w.dead = true;
-                    break;
-                }
-            }
-        }
-        loop {
-            let frame = match self.workers[idx].decoder.next_frame() {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(e) => {
-                    self.protocol_violation(idx, format!("a corrupt frame ({e})"));
-                    break;
-                }
-            };
-            // A shared-memory frame's descriptor is taken with it, whatever
-            // becomes of the frame.
-            let shared_fd = if frame.shared {
-                if frame.kind != Kind::Result {
-                    let why = format!("a {:?} frame in shared memory", frame.kind);
-                    self.protocol_violation(idx, why);
-                    break;
-                }
-                match self.workers[idx].fds.pop_front() {
-                    Some(fd) => Some(fd),
-                    None => {
-                        let why = "a shared-memory frame without its descriptor".to_string();
-                        self.protocol_violation(idx, why);
-                        break;
-                    }
-                }
-            } else {
-                None
-            };
-            match frame.kind {
-                Kind::Ready => {
-                    // The pid in the frame is the worker's word: never used
-                    // (the engine signals only pids it learned itself).
-                    let w = &mut self.workers[idx];
-                    if w.state == WorkerState::Starting {
-                        w.state = WorkerState::Ready;
-                    }
-                    self.boot_failures = 0;
-                    let pid = w.pid.or_else(|| self.zygote_pids.get(&w.number).copied());
-                    let msg = match pid {
-                        Some(pid) => format!("worker {} (pid {pid}) started", w.number),
-                        None => format!("worker {} started", w.number),
-                    };
-                    self.shared.log(log::Level::Info, msg);
-                }
-                Kind::Result => {
-                    let status = ResultStatus::from_u8(frame.flags)
-                        .filter(|s| s.sent_by_workers())
-                        .ok_or_else(|| format!("a result with status {}", frame.flags));
-                    let w = &self.workers[idx];
-                    if w.state == WorkerState::Retiring
-                        && w.slot.inflight.is_empty()
-                        && (self.phase == Phase::Terminating || self.broken.is_some())
-                    {
-                        continue; // its task was failed when the pool stopped
-                    }
-                    let status = status.and_then(|status| {
-                        // A worker runs its tasks in the order it got them.
-                        let running = self.workers[idx].slot.inflight.front();
-                        match running {
-                            Some(t) if t.job == frame.job && t.index == frame.index => Ok(status),
-                            _ => Err(format!(
-                                "a result for task {} of job {}, which it was not running",
-                                frame.index, frame.job
-                            )),
-                        }
-                    });
-                    let status = match status {
-                        Ok(status) => status,
-                        Err(why) => {
-                            self.protocol_violation(idx, why);
-                            break;
-                        }
-                    };
-                    let payload = match shared_fd {
-                        Some(fd) => match map_shared(fd, &frame.payload) {
-                            Ok(map) => OutcomeBytes::Mapped(map),
-                            Err(why) => {
-                                self.protocol_violation(idx, why);
-                                break;
-                            }
-                        },
-                        None => OutcomeBytes::Heap(frame.payload),
-                    };
-                    let outcome = TaskOutcome {
-                        index: frame.index,
-                        status,
-                        payload,
-                    };
-                    let w = &mut self.workers[idx];
-                    let d = self.scheduler.complete(&mut w.slot, outcome, frame.job);
-                    self.after_delivery(frame.job, d);
-                }
-                Kind::Retiring => {
-                    let w = &mut self.workers[idx];
-                    // Tasks sent after its last result never started: rerun them.
-                    self.scheduler.worker_gone(&mut w.slot, false);
-                    w.state = WorkerState::Retiring;
-                    let why = String::from_utf8_lossy(&frame.payload);
-                    let msg = format!("{} retires: {why}; replacing it", w.describe());
-                    self.shared.log(log::Level::Info, msg);
-                }
-                other => {
-                    self.protocol_violation(
-                        idx,
-                        format!("a {other:?} frame, which workers never send"),
-                    );
-                    break;
-                }
-            }
-        }
-        // A descriptor comes with its frame's first byte: one may wait for
-        // a frame not yet whole, no more.
-        let w = &self.workers[idx];
-        let waiting = if w.decoder.mid_frame() { 1 } else { 0 };
-        if !w.dead && w.fds.len() > waiting {
-            let why = format!("{} descriptors without frames for them", w.fds.len());
-            self.protocol_violation(idx, why);
-        }
-    }
-
-    /// The worker broke the protocol: whatever it sends is no longer
-    /// believed. It is killed (it cannot be trusted to exit) and replaced;
-    /// the task it was running fails saying what it sent (see `worker_ended`).
-    fn protocol_violation(&mut self, idx: usize, why: String) {
-        let w = &mut self.workers[idx];
-        if w.violation.is_none() {
-            let msg = format!(
-                "{} broke the protocol: it sent {why}; killed it",
-                w.describe()
-            );
-            self.shared.log(log::Level::Error, msg);
-            if let Some(pid) = w.pid.or_else(|| self.zygote_pids.get(&w.number).copied()) {
-                signal_worker(pid, w.exit_fd.as_ref(), nix::sys::signal::Signal::SIGKILL);
-            }
-            w.violation = Some(why);
-        }
-        w.dead = true;
-    }
-
-    /// Workers that began a frame and then sent nothing for FRAME_STALL.
-    fn fail_stalled_frames(&mut self) {
-        let now = Instant::now();
-        for idx in 0..self.workers.len() {
-            let w = &self.workers[idx];
-            if w.dead || !w.decoder.mid_frame() || now < w.last_byte_at + FRAME_STALL {
-                continue;
-            }
-            let short = w.decoder.wanted();
-            let why = format!(
-                "a frame cut short ({short} bytes missing, nothing more for {:?})",
-                FRAME_STALL
-            );
-            self.protocol_violation(idx, why);
-        }
-    }
-
-    /// The earliest moment a begun frame counts as cut short.
-    fn next_frame_stall(&self) -> Option<Instant> {
-        self.workers
-            .iter()
-            .filter(|w| !w.dead && w.decoder.mid_frame())
-            .map(|w| w.last_byte_at + FRAME_STALL)
-            .min()
     }
 
     /// Follow-up of an outcome: callbacks and cache eviction.
