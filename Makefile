@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test test-rust test-python test-bigmem test-fallbacks conformance demo bench bench-chart lint docs wheel wheel-test clean
+.PHONY: install test test-rust test-python test-dask test-bigmem test-fallbacks conformance demo bench bench-chart lint docs wheel wheel-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ test-rust:
 
 test-python: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m dask $(PYTEST_ARGS)
+
+# ferropool.dask's tests and the API tests on Dask clusters (part of
+# test-python, in a pytest process of their own: see tests/conftest.py).
+test-dask: install
+	$(PY) -m pytest -m dask $(PYTEST_ARGS)
 
 # Payloads of 2 and 4 GiB under every start method (up to 16 GiB of memory
 # and about 5 minutes; CI runs it after `make test`).

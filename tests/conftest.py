@@ -90,6 +90,21 @@ def tracker():
 BACKENDS = ["local", "dask-cli", "dask-local"]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Marks `dask` every test that uses a Dask cluster: `make test` runs them
+    in a pytest process of their own, because importing `distributed`
+    changes how every exception pickles in that process (it installs tblib's
+    reducers in copyreg, which lose SystemExit's code), and forked workers of
+    the other tests would inherit that."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_dask = callspec is not None and str(callspec.params.get("backend", "")).startswith(
+            "dask"
+        )
+        if on_dask or item.path.name == "test_dask.py":
+            item.add_marker(pytest.mark.dask)
+
+
 @pytest.fixture(scope="session")
 def dask_clusters():
     """The session's Dask clusters, started on first use (see _dask_clusters)."""

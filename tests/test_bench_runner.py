@@ -472,6 +472,7 @@ def test_a_dask_row_has_its_own_table_ratio_and_no_target():
     assert report_lines(again, meta) == report_lines(BenchResults(quiet=[main, dask]), meta)
 
 
+@pytest.mark.dask  # imports distributed here: see conftest's pytest_collection_modifyitems
 @pytest.mark.timeout(180)
 def test_the_dask_round_trip_row_runs_on_a_local_cluster():
     pytest.importorskip("distributed")

@@ -7,6 +7,7 @@ work on the cluster."""
 from __future__ import annotations
 
 import _thread
+import importlib.util
 import itertools
 import logging
 import os
@@ -20,9 +21,22 @@ import pytest
 from _exec_helpers import greeting, mark_then_sleep, set_greeting
 from ferropool import WorkerLostError
 
-distributed = pytest.importorskip("distributed", reason="ferropool[dask] is not installed")
+if importlib.util.find_spec("distributed") is None:
+    pytest.skip("ferropool[dask] is not installed", allow_module_level=True)
 
-from ferropool.dask import Pool, ProcessPoolExecutor  # noqa: E402
+
+# Imported when a test runs, never at collection: importing distributed
+# changes how exceptions pickle in this process (see conftest).
+def Pool(*args, **kwargs):
+    from ferropool.dask import Pool
+
+    return Pool(*args, **kwargs)
+
+
+def ProcessPoolExecutor(*args, **kwargs):
+    from ferropool.dask import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(*args, **kwargs)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -215,3 +229,41 @@ def test_task_timeout_fails_the_chunk_and_the_pool_goes_on(xpool_dask):
         future = ex.submit(h.sleep_then, 30, "late")
         assert isinstance(future.exception(timeout=60), TaskTimeoutError)
         assert ex.submit(h.square, 5).result(timeout=60) == 25
+
+
+def test_a_scheduler_that_dies_fails_the_work_instead_of_hanging():
+    import _dask_clusters as dc
+    from ferropool import BrokenProcessPool
+
+    cluster = dc.CliCluster()
+    try:
+        pool = Pool(client=cluster.client)
+        result = pool.map_async(h.sleep_then, [0.5] * 8, chunksize=1)
+        time.sleep(0.3)
+        scheduler = cluster.processes[0]
+        os.killpg(scheduler.pid, signal.SIGKILL)
+        scheduler.wait()
+        started = time.monotonic()
+        with pytest.raises(BrokenProcessPool, match="lost the Dask scheduler"):
+            result.get(timeout=90)
+        assert time.monotonic() - started < 60
+        with pytest.raises(BrokenProcessPool):
+            pool.apply(h.square, (2,))
+        pool.terminate()
+    finally:
+        cluster.close()
+
+
+def test_stats_lists_the_dask_workers_that_ran_the_chunks(xpool_dask):
+    pool, client = xpool_dask
+    assert pool.map(h.square, range(40), chunksize=5) == [i * i for i in range(40)]
+    stats = pool.stats()
+    assert stats.tasks_done == 8  # chunks
+    addresses = set(client.nthreads())
+    assert {w.address for w in stats.workers} <= addresses
+    assert all(w.bytes_sent > 0 and w.bytes_received > 0 for w in stats.workers)
+    assert set(client.run(os.getpid).values()) >= {w.pid for w in stats.workers}
+    assert "tcp://127.0.0.1:" in repr(stats)
+    with ProcessPoolExecutor(client=client) as ex:
+        assert list(ex.map(h.square, range(6), chunksize=3)) == [0, 1, 4, 9, 16, 25]
+        assert ex.stats().tasks_done == 2

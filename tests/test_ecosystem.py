@@ -152,6 +152,9 @@ def test_map_through_an_overridden_submit_times_out():
         ex.shutdown(wait=True, cancel_futures=True)
 
 
+# dask.compute imports distributed when it is installed (see conftest's
+# pytest_collection_modifyitems): in the pytest process of the dask tests.
+@pytest.mark.dask
 def test_dask_accepts_a_ferropool_pool():
     import dask
     import dask.bag as db
@@ -162,6 +165,7 @@ def test_dask_accepts_a_ferropool_pool():
     assert total == sum(x * x for x in range(100))
 
 
+@pytest.mark.dask  # as the test above
 def test_dask_accepts_a_ferropool_executor():
     import dask
     import dask.bag as db

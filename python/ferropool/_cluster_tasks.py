@@ -14,8 +14,10 @@ keeps the functions it has unpickled lately, by their pickle."""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import time
 from collections import OrderedDict
 
 from . import _worker
@@ -74,12 +76,21 @@ def run_chunk(
     executor: bool = False,
     for_workers: Optional[Any] = None,
     task_timeout: Optional[float] = None,
-) -> Tuple[int, bytes]:
+) -> Tuple[int, bytes, str, int, float]:
     """Runs one chunk (or one call) on this Dask worker: returns (status,
-    bytes) as a local worker sends them. With `task_timeout`, in a child of
-    this worker (see `_in_child`)."""
-    if task_timeout is not None:
-        return _in_child(task_timeout, (pickled_function, mode, payload, executor, for_workers))
+    bytes) as a local worker sends them, then, for ``stats()``, this
+    worker's address and pid and the seconds the chunk took. With
+    `task_timeout`, in a child of this worker (see `_in_child`)."""
+    started = time.perf_counter()
+    chunk = (pickled_function, mode, payload, executor, for_workers)
+    status, data = _in_child(task_timeout, chunk) if task_timeout is not None else _run(*chunk)
+    address = str(sys.modules["distributed"].get_worker().address)
+    return status, data, address, os.getpid(), time.perf_counter() - started
+
+
+def _run(
+    pickled_function: bytes, mode: int, payload: bytes, executor: bool, for_workers: Any
+) -> Tuple[int, bytes]:
     try:
         func = _function(pickled_function, loads_for(for_workers))
     except BaseException as e:
@@ -122,7 +133,7 @@ def _in_child(task_timeout: float, chunk: Tuple[Any, ...]) -> Tuple[int, bytes]:
     from ._errors import TaskTimeoutError, WorkerLostError
 
     try:
-        outcome: Tuple[int, bytes] = pool.apply(run_chunk, chunk)
+        outcome: Tuple[int, bytes] = pool.apply(_run, chunk)
     except TaskTimeoutError as e:
         return TIMED_OUT, str(e).encode("utf-8", "replace")
     except WorkerLostError as e:

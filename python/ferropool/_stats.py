@@ -41,10 +41,12 @@ class WorkerStats:
     busy_seconds: float  # time its tasks ran
     bytes_sent: int  # pickled functions and tasks sent to it
     bytes_received: int  # results received from it
+    address: Optional[str] = None  # a Dask worker's (ferropool.dask)
 
     def __repr__(self) -> str:
         work = _work(self.tasks_done, self.busy_seconds, self.bytes_sent, self.bytes_received)
-        return f"<worker {self.number} pid {self.pid} {self.state}: {work}>"
+        where = f" {self.address}" if self.address else ""
+        return f"<worker {self.number}{where} pid {self.pid} {self.state}: {work}>"
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ class PoolStats:
 
 
 def _build(cls: Any, raw: Dict[str, Any]) -> Any:
-    return cls(**{f.name: raw[f.name] for f in fields(cls)})
+    return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
 
 
 def from_engine(raw: Dict[str, Any]) -> PoolStats:

@@ -18,6 +18,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Iterator, Optional
 
+    from .._stats import PoolStats
+
 __all__ = ["ProcessPoolExecutor"]
 
 # Chunks ``map`` keeps submitted and not yet consumed, per worker thread of
@@ -87,6 +89,12 @@ class ProcessPoolExecutor(Executor):
     def client(self) -> Any:
         """The ``distributed.Client`` this executor submits to."""
         return self._session.client
+
+    def stats(self) -> PoolStats:
+        """What each Dask worker did for this executor (chunks as tasks, the time
+        they took, bytes of tasks and results), as ``ferropool.Pool.stats()``
+        reports its workers; each listed with its address."""
+        return self._session.stats()  # type: ignore[no-any-return]
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Runs ``fn(*args, **kwargs)`` on a worker; returns its Future."""

@@ -17,6 +17,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, List, Optional
 
+    from .._stats import PoolStats
+
 __all__ = ["Pool"]
 
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
@@ -79,6 +81,12 @@ class Pool:
     def client(self) -> Any:
         """The ``distributed.Client`` this pool submits to."""
         return self._session.client
+
+    def stats(self) -> PoolStats:
+        """What each Dask worker did for this pool (chunks as tasks, the time
+        they took, bytes of tasks and results), as ``ferropool.Pool.stats()``
+        reports its workers; each listed with its address."""
+        return self._session.stats()  # type: ignore[no-any-return]
 
     def _check_running(self) -> None:
         if self._state != RUN:

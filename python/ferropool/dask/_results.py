@@ -255,7 +255,11 @@ class IMapIterator:
             except BaseException as e:
                 self._arrive(index, False, e)
             else:
-                self._job.run(mode, payload, functools.partial(self._arrive, index))
+                try:
+                    self._job.run(mode, payload, functools.partial(self._arrive, index))
+                except BaseException as e:  # the cluster is gone: no chunk will come
+                    self._arrive(index, False, e, last=True)
+                    return
             first += len(chunk)
         with self._cond:
             self._input_done = True

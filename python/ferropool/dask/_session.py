@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 import uuid
 import weakref
 
@@ -33,6 +34,11 @@ log = logging.getLogger("ferropool.dask")
 
 # Functions whose pickles a session keeps on the cluster for later jobs.
 KEPT_FUNCTIONS = 64
+# A client that has not been connected to its scheduler for this long (it
+# reconnects by itself meanwhile) has lost the work in flight; how often
+# that is looked at while work is in flight.
+SCHEDULER_LOST_AFTER = 10.0
+WATCH_EVERY = 0.5
 # A function pickled into at most this many bytes goes inside every chunk's
 # task instead of being scattered (see Session.new_job).
 INLINE_FUNCTION_MAX = 4096
@@ -103,7 +109,16 @@ class Session:
         self.name = f"ferropool-{uuid.uuid4().hex[:12]}"
         self._jobs = itertools.count()
         self._lock = threading.Condition()
-        self._in_flight: set[Any] = set()
+        # Every chunk task not yet delivered: its job, who gets its outcome,
+        # the bytes it sent.
+        self._in_flight: Dict[Any, tuple[Job, Outcome, int]] = {}
+        self._watchdog: Optional[threading.Thread] = None
+        self.broken: Optional[str] = None
+        # For stats(): per Dask worker address, what it did for this session.
+        self._figures: Dict[str, _WorkerFigures] = {}
+        # Keys of the chunks cancelled on purpose (terminate, Ctrl-C, a map
+        # that failed): any other cancellation is the cluster's doing.
+        self._cancelled: set[Any] = set()
         # Lazy maps still reading input (see _results.IMapIterator).
         self.feeders: weakref.WeakSet[Any] = weakref.WeakSet()
         self._plugin: Optional[str] = None
@@ -151,6 +166,13 @@ class Session:
         return Job(self, f"{self.name}-{next(self._jobs)}", function)
 
     def run(self, job: Job, index: int, mode: int, payload: bytes, on_outcome: Outcome) -> None:
+        if self.broken is not None:
+            from .._errors import BrokenProcessPool
+
+            raise BrokenProcessPool(self.broken)
+        sent = len(payload)
+        if isinstance(job.function_ref, bytes):
+            sent += len(job.function_ref)
         future = self.client.submit(
             _cluster_tasks.run_chunk,
             job.function_ref,
@@ -163,8 +185,13 @@ class Session:
             pure=False,
         )
         with self._lock:
-            self._in_flight.add(future)
+            self._in_flight[future] = (job, on_outcome, sent)
             job.futures.add(future)
+            if self._watchdog is None:
+                self._watchdog = threading.Thread(
+                    target=self._watch_scheduler, name=f"{self.name}-watchdog", daemon=True
+                )
+                self._watchdog.start()
         future.add_done_callback(lambda f: self._finished(job, f, on_outcome))
 
     def _finished(self, job: Job, future: Any, on_outcome: Outcome) -> None:
@@ -177,13 +204,58 @@ class Session:
             # Dask computes it again (this client still holds the future).
             future.add_done_callback(lambda f: self._finished(job, f, on_outcome))
             return
+        self._deliver(future, outcome)
+
+    def _deliver(self, future: Any, outcome: tuple[bool, Any]) -> None:
+        """Gives a chunk's outcome to its receiver, once (the watchdog and
+        Dask's callback may both try)."""
+        with self._lock:
+            entry = self._in_flight.pop(future, None)
+            self._cancelled.discard(future.key)
+        if entry is None:
+            return
+        job, on_outcome, _ = entry
         try:
             on_outcome(*outcome)
         finally:
             with self._lock:
-                self._in_flight.discard(future)
                 job.futures.discard(future)
                 self._lock.notify_all()
+
+    def _watch_scheduler(self) -> None:
+        """While chunks are in flight, makes sure the scheduler is still
+        there: a client that lost it for SCHEDULER_LOST_AFTER seconds (or
+        closed) will never see those chunks end, so they fail with
+        BrokenProcessPool and later submissions are refused, instead of
+        every wait hanging."""
+        lost_since: Optional[float] = None
+        while not self.closed:
+            time.sleep(WATCH_EVERY)
+            status = self.client.status
+            if status == "running":
+                lost_since = None
+                continue
+            now = time.monotonic()
+            lost_since = lost_since or now
+            if status in ("closed", "closing", "failed") or now - lost_since > SCHEDULER_LOST_AFTER:
+                self._break(f"lost the Dask scheduler at {self._address()} (client {status})")
+                return
+
+    def _address(self) -> str:
+        try:
+            return str(self.client.scheduler.address)
+        except Exception:
+            return "?"
+
+    def _break(self, reason: str) -> None:
+        from .._errors import BrokenProcessPool
+
+        self.broken = reason
+        log.error("ferropool.dask: %s: failing the work in flight", reason)
+        with self._lock:
+            futures = list(self._in_flight)
+        for future in futures:
+            self._deliver(future, (False, BrokenProcessPool(reason)))
 
     def wait_idle(self) -> None:
         """Waits until every lazy map has read its input and every chunk
@@ -193,6 +265,8 @@ class Session:
             feeder.unbound()
         with self._lock:
             while self._in_flight or any(f.feeding() for f in list(self.feeders)):
+                if self.broken is not None:
+                    break
                 self._lock.wait(0.1)
 
     def _outcome(self, future: Any) -> Optional[tuple[bool, Any]]:
@@ -201,16 +275,19 @@ class Session:
         status = future.status
         if status == "finished":
             try:
-                code, data = future.result()
+                code, data, address, pid, seconds = future.result()
             except Exception:
                 if future.status in ("lost", "pending"):
                     return None
                 raise
+            self._count(future, address, pid, seconds, len(data))
             return decode(code, data, self.executor)
         if status == "cancelled":
-            from concurrent.futures import CancelledError
+            if future.key in self._cancelled:
+                from concurrent.futures import CancelledError
 
-            return False, CancelledError(f"{future.key} was cancelled on the cluster")
+                return False, CancelledError(f"{future.key} was cancelled on the cluster")
+            return False, self._cancelled_by_dask(future)
         if status in ("lost", "pending"):
             return None
         error = future.exception()
@@ -218,7 +295,69 @@ class Session:
             error = RuntimeError(f"{future.key} ended as {status!r} on the cluster")
         return False, _cluster_error(future.key, error)
 
+    def _cancelled_by_dask(self, future: Any) -> BaseException:
+        """A chunk Dask cancelled by itself: its client lost the scheduler
+        (the whole session is broken then) or the cluster dropped it."""
+        from .._errors import BrokenProcessPool
+
+        try:
+            reason = repr(future.exception(timeout=0))
+        except BaseException as e:
+            reason = repr(e)
+        if self.client.status != "running":
+            self.broken = f"lost the Dask scheduler at {self._address()} ({reason})"
+            return BrokenProcessPool(self.broken)
+        return BrokenProcessPool(f"the Dask cluster cancelled {future.key}: {reason}")
+
+    def _count(self, future: Any, address: str, pid: int, seconds: float, received: int) -> None:
+        with self._lock:
+            entry = self._in_flight.get(future)
+            figures = self._figures.get(address)
+            if figures is None:
+                figures = self._figures[address] = _WorkerFigures(len(self._figures), pid)
+            figures.pid = pid  # a worker restarted by its nanny keeps its address
+            figures.tasks_done += 1
+            figures.busy_seconds += seconds
+            figures.bytes_sent += entry[2] if entry is not None else 0
+            figures.bytes_received += received
+
+    def stats(self) -> Any:
+        """A PoolStats of the Dask workers that ran this session's chunks
+        (ferropool.Pool's, see _stats); workers that left the cluster are
+        the cluster's business: none is listed as ended."""
+        from .._stats import PoolStats, WorkerStats
+
+        now = time.monotonic()
+        with self._lock:
+            workers = tuple(
+                WorkerStats(
+                    number=f.number,
+                    pid=f.pid,
+                    state="ready",
+                    age_seconds=now - f.first_seen,
+                    tasks_done=f.tasks_done,
+                    busy_seconds=f.busy_seconds,
+                    bytes_sent=f.bytes_sent,
+                    bytes_received=f.bytes_received,
+                    address=address,
+                )
+                for address, f in self._figures.items()
+            )
+        return PoolStats(
+            workers=workers,
+            ended=(),
+            tasks_done=sum(w.tasks_done for w in workers),
+            busy_seconds=sum(w.busy_seconds for w in workers),
+            bytes_sent=sum(w.bytes_sent for w in workers),
+            bytes_received=sum(w.bytes_received for w in workers),
+            workers_started=len(workers),
+            workers_ended=0,
+            unexpected_deaths=0,
+        )
+
     def cancel(self, futures: List[Any]) -> None:
+        with self._lock:
+            self._cancelled.update(f.key for f in futures)
         if futures:
             try:
                 self.client.cancel(futures, force=True)
@@ -246,6 +385,19 @@ class Session:
                 thing.close()
             except Exception as e:
                 log.debug("ferropool.dask: closing %r failed: %r", thing, e)
+
+
+class _WorkerFigures:
+    """What one Dask worker did for a session (see Session.stats)."""
+
+    def __init__(self, number: int, pid: int) -> None:
+        self.number = number
+        self.pid = pid
+        self.first_seen = time.monotonic()
+        self.tasks_done = 0
+        self.busy_seconds = 0.0
+        self.bytes_sent = 0
+        self.bytes_received = 0
 
 
 def _cluster_error(key: str, error: BaseException) -> BaseException:
