@@ -30,6 +30,8 @@ for v in ${WHEEL_TEST_PYTHONS:-3.9 3.10 3.11 3.12 3.13}; do
         "$work/venv-$v/bin/python" -c \
             "import ferropool, sys; assert '$work/venv-$v' in ferropool.__file__, ferropool.__file__"
         "$work/venv-$v/bin/python" -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:-}
+        # The Dask-cluster tests, in a pytest process of their own (tests/conftest.py).
+        "$work/venv-$v/bin/python" -m pytest -q -p no:cacheprovider -m dask ${PYTEST_ARGS:-}
     ) || status=1
     tested=$((tested + 1))
 done
