@@ -78,7 +78,7 @@ class CliCluster:
                 )
             )
         try:
-            self.client = Client(self.address, timeout=START_TIMEOUT)
+            self.client = Client(self.address, timeout=START_TIMEOUT, set_as_default=False)
             self.client.wait_for_workers(WORKERS, timeout=START_TIMEOUT)
         except BaseException:
             self.close()
@@ -113,7 +113,7 @@ class InProcessCluster:
             host="127.0.0.1",
             dashboard_address="127.0.0.1:0",
         )
-        self.client = Client(self.cluster)
+        self.client = Client(self.cluster, set_as_default=False)
         self.address = self.cluster.scheduler_address
 
     def close(self) -> None:

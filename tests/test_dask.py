@@ -57,6 +57,11 @@ def test_without_a_client_a_local_cluster_is_started_and_closed(caplog):
             assert len(client.nthreads()) == 2
             assert pool.map(h.square, range(10)) == [i * i for i in range(10)]
             worker_pids = set(client.run(os.getpid).values())
+            # Not made the program's default client (dask.compute stays local).
+            from distributed import default_client
+
+            with pytest.raises(ValueError):
+                default_client()
     assert "dashboard" in caplog.text
     assert client.status == "closed"
     for pid in worker_pids:  # the worker processes went with the cluster
@@ -103,7 +108,7 @@ def fragile_cluster():
             host="127.0.0.1",
             dashboard_address="127.0.0.1:0",
         )
-        client = Client(cluster)
+        client = Client(cluster, set_as_default=False)
     yield client
     client.close()
     cluster.close()

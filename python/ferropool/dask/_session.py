@@ -89,7 +89,9 @@ class Session:
                 raise ValueError("give a Dask client or an address, not both")
             self.client = client
         elif address is not None:
-            self.client = Client(address)  # type: ignore[no-untyped-call]
+            # Not the process's default client: dask.compute elsewhere in the
+            # program must not start running on this pool's cluster.
+            self.client = Client(address, set_as_default=False)  # type: ignore[no-untyped-call]
             self._owned.append(self.client)
         else:
             from distributed import LocalCluster
@@ -103,7 +105,7 @@ class Session:
                 silence_logs=logging.WARNING,
             )
             self._owned.append(cluster)
-            self.client = Client(cluster)  # type: ignore[no-untyped-call]
+            self.client = Client(cluster, set_as_default=False)  # type: ignore[no-untyped-call]
             self._owned.append(self.client)
         log.info("ferropool.dask: the Dask dashboard is at %s", self.client.dashboard_link)
         self.name = f"ferropool-{uuid.uuid4().hex[:12]}"
