@@ -17,6 +17,7 @@ import time
 from concurrent.futures import CancelledError
 
 import _helpers as h
+import psutil
 import pytest
 from _exec_helpers import greeting, mark_then_sleep, set_greeting
 from ferropool import WorkerLostError
@@ -272,3 +273,27 @@ def test_stats_lists_the_dask_workers_that_ran_the_chunks(xpool_dask):
     with ProcessPoolExecutor(client=client) as ex:
         assert list(ex.map(h.square, range(6), chunksize=3)) == [0, 1, 4, 9, 16, 25]
         assert ex.stats().tasks_done == 2
+
+
+def test_an_initializer_that_raises_fails_the_constructor_and_leaves_nothing():
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with pytest.raises(RuntimeError, match="initializer failed on purpose"):
+        Pool(1, initializer=h.init_fails)
+    with pytest.raises(RuntimeError, match="initializer failed on purpose"):
+        ProcessPoolExecutor(1, initializer=h.init_fails)
+
+    def running(p):
+        try:
+            return p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    def new_processes():
+        now = psutil.Process().children(recursive=True)
+        return [p for p in now if p.pid not in before and running(p)]
+
+    # The LocalClusters started for them are closed: no worker process is left.
+    deadline = time.monotonic() + 30
+    while new_processes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert new_processes() == []

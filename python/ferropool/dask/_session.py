@@ -128,7 +128,13 @@ class Session:
         self._functions: Dict[bytes, Any] = {}
         self.closed = False
         if initializer is not None:
-            self._register_initializer(initializer, tuple(initargs))
+            try:
+                # Dask runs it on every worker now: one that raises fails
+                # the constructor with its own error.
+                self._register_initializer(initializer, tuple(initargs))
+            except BaseException:
+                self.close()  # the cluster and client made for this pool
+                raise
 
     def _register_initializer(self, initializer: Callable[..., Any], initargs: Any) -> None:
         plugin = _remote.Initializer(
