@@ -245,6 +245,10 @@ class Session:
                 continue
             now = time.monotonic()
             lost_since = lost_since or now
+            with self._lock:
+                idle = not self._in_flight
+            if idle and status in ("closed", "closing", "failed"):
+                return  # its client closed with nothing in flight: nothing lost
             if status in ("closed", "closing", "failed") or now - lost_since > SCHEDULER_LOST_AFTER:
                 self._break(f"lost the Dask scheduler at {self._address()} (client {status})")
                 return
