@@ -166,6 +166,8 @@ def test_imap_over_an_endless_generator_keeps_a_bounded_window(xpool_dask):
         if i % 400 == 0:
             # Neither the caller nor the scheduler holds more than the window.
             assert results._expected <= i // 5 + 1 + window
+            # ... and keeps nothing per chunk already consumed.
+            assert len(results._arrived) + len(results._sizes) + len(results._order) <= 2 * window
             assert scheduler_tasks(client, pool._session.name) <= window + 2
     results.stop()
 

@@ -5,6 +5,7 @@ cluster before the KeyboardInterrupt goes on."""
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import logging
@@ -13,7 +14,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
+    from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional
 
     from .._progress import Progress
     from ._session import Job
@@ -200,9 +201,10 @@ class IMapIterator:
         self._cond = threading.Condition()
         self._room = threading.Semaphore(window)
         self._arrived: Dict[int, tuple[bool, Any]] = {}
-        self._order: List[int] = []  # completion order (unordered)
+        # Chunks arrived and not yet taken, in completion order (unordered).
+        self._order: Deque[int] = collections.deque()
         self._expected = 0  # chunks made from the input so far
-        self._sizes: List[int] = []  # items per chunk
+        self._sizes: Dict[int, int] = {}  # items per chunk not yet arrived
         self._items_arrived = 0
         self._input_done = False
         self._next = 0  # the next chunk to hand out (ordered)
@@ -267,17 +269,18 @@ class IMapIterator:
 
     def _count_chunk(self, items: int) -> None:
         with self._cond:
-            self._sizes.append(items)
+            self._sizes[self._expected] = items
             self._expected += 1
 
     def _arrive(self, index: int, success: bool, value: Any, last: bool = False) -> None:
         with self._cond:
             self._arrived[index] = (success, value)
-            self._order.append(index)
+            if not self._ordered:
+                self._order.append(index)
             if last:
                 self._input_done = True
             self._cond.notify_all()
-            self._items_arrived += self._sizes[index]
+            self._items_arrived += self._sizes.pop(index, 0)
             arrived = self._items_arrived
         if self._progress is not None:
             self._progress.chunks_arrived(arrived)
@@ -318,7 +321,7 @@ class IMapIterator:
                 else:
                     if not self._order:
                         self._finish()
-                    outcome = self._arrived.pop(self._order.pop(0))
+                    outcome = self._arrived.pop(self._order.popleft())
                 self._taken += 1
                 return outcome
         except KeyboardInterrupt:
