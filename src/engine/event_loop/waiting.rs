@@ -19,7 +19,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{EventLoop, EXIT_STATUS_GRACE};
+use super::{EventLoop, WorkerState, EXIT_STATUS_GRACE};
 use crate::engine::spin::{SpinSwitch, Spun};
 
 /// How often live own children without a pidfd are asked whether they ended.
@@ -42,18 +42,28 @@ impl EventLoop {
     /// the command channel (yielding the CPU in between), unless the wait is
     /// already a short timed one. Commands queued while the engine thread is
     /// awake need no wake-up byte (see `Shared::asleep`).
-    fn poll_spinning_first(&self, fds: &mut [libc::pollfd], timeout_ms: i32) -> i32 {
+    ///
+    /// The spin polls only `fds[i]` for `i` in `hot` (the descriptors where
+    /// the next event is expected: see `wait_for_events`): one look at every
+    /// socket and pidfd of a 64-worker pool costs microseconds, more than a
+    /// short task's round trip. Whatever else happens meanwhile is seen by
+    /// the full poll that follows a spin that found nothing.
+    fn poll_spinning_first(&self, fds: &mut [libc::pollfd], hot: &[usize], timeout_ms: i32) -> i32 {
         let do_poll = |fds: &mut [libc::pollfd], ms: i32| {
             // SAFETY: `fds` is a valid, exclusively borrowed array of pollfd.
             unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) }
         };
         if !(0..=1).contains(&timeout_ms) {
+            let mut spin_fds: Vec<libc::pollfd> = hot.iter().map(|&i| fds[i]).collect();
             let mut n = 0;
             let spun = ENGINE_SPIN.spin(None, || {
-                n = do_poll(fds, 0);
+                n = do_poll(&mut spin_fds, 0);
                 n != 0 || !self.commands.is_empty()
             });
             if spun == Spun::Found {
+                for (&i, polled) in hot.iter().zip(&spin_fds) {
+                    fds[i].revents = polled.revents;
+                }
                 return n;
             }
         }
@@ -102,10 +112,18 @@ impl EventLoop {
             .map(|fd| fd.as_raw_fd())
             .unwrap_or(-1);
         fds.push(pollfd(zygote_fd, libc::POLLIN));
+        // The spin looks only where the next event is expected: the wake-up
+        // and zygote sockets, and the sockets of workers that hold tasks,
+        // have output waiting or are starting (an idle worker's death or a
+        // stray frame waits for the full poll, at most one spin later).
+        let mut hot = vec![0, 1];
         for w in &self.workers {
             let mut events = libc::POLLIN;
             if w.has_output() {
                 events |= libc::POLLOUT;
+            }
+            if w.has_output() || w.state != WorkerState::Ready || !w.slot.inflight.is_empty() {
+                hot.push(fds.len());
             }
             fds.push(pollfd(w.sock.as_raw_fd(), events));
         }
@@ -130,7 +148,7 @@ impl EventLoop {
         if let Some(deadline) = deadlines.into_iter().flatten().min() {
             timeout_ms = min_timeout(timeout_ms, ms_until(deadline));
         }
-        let n = self.poll_spinning_first(&mut fds, timeout_ms);
+        let n = self.poll_spinning_first(&mut fds, &hot, timeout_ms);
         self.wake_readable = n > 0 && fds[0].revents != 0;
         self.zygote_readable = n > 0 && fds[1].revents != 0;
         if n <= 0 {
