@@ -92,6 +92,11 @@ def numbers(n):
     yield from range(n)
 
 
+def int_list(n):
+    """A list of n ints (returned whole: packed, see test_packed_results)."""
+    return list(range(n))
+
+
 def pairs(n):
     for i in range(n):
         yield (i, i + 1)

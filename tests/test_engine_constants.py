@@ -29,6 +29,7 @@ def test_statuses_modes_and_kinds_are_distinct_and_complete():
         _native.LOCAL_ERROR,
         _native.CANCELLED,
         _native.OK_OUT_OF_BAND,
+        _native.OK_PACKED,
     ]
     assert sorted(statuses) == list(range(len(statuses)))
     assert [_native.APPLY, _native.MAP, _native.STARMAP] == [0, 1, 2]

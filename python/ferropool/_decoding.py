@@ -12,11 +12,13 @@ from ._native import (
     ENCODING_ERROR,
     OK,
     OK_OUT_OF_BAND,
+    OK_PACKED,
     POOL_BROKEN,
     RAISED,
     RAISED_UNPICKLABLE,
     TIMED_OUT,
     WORKER_LOST,
+    unpack_numbers,
 )
 from ._pickling import loads_out_of_band
 
@@ -82,6 +84,15 @@ def decode(status: int, payload: Any, executor: bool = False) -> Decoded:
         except BaseException as e:
             return False, _transfer_error(
                 "the task's result could not be unpickled in the parent", e
+            )
+    if status == OK_PACKED:
+        try:
+            return True, unpack_numbers(payload)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:
+            return False, _transfer_error(
+                "the task's result could not be unpacked in the parent", e
             )
     if status == RAISED:
         from multiprocessing.pool import RemoteTraceback

@@ -26,6 +26,7 @@ __all__ = [
     "MAP",
     "OK",
     "OK_OUT_OF_BAND",
+    "OK_PACKED",
     "POOL_BROKEN",
     "PausedEngines",
     "PayloadWriter",
@@ -42,8 +43,10 @@ __all__ = [
     "die_with_parent",
     "lifeline_for_children",
     "map_populate_flag",
+    "pack_numbers",
     "pause_engines",
     "platform_features",
+    "unpack_numbers",
 ]
 
 __version__: str
@@ -63,6 +66,7 @@ TIMED_OUT: int
 LOCAL_ERROR: int
 CANCELLED: int
 OK_OUT_OF_BAND: int
+OK_PACKED: int
 KIND_FUNC: int
 KIND_TASK: int
 KIND_FORGET: int
@@ -170,6 +174,12 @@ def lifeline_for_children() -> Optional[int]: ...
 def die_with_parent(lifeline: Optional[int] = None) -> None: ...
 def platform_features() -> Dict[str, str]: ...
 def map_populate_flag() -> int: ...
+def pack_numbers(list: List[Any]) -> Optional[bytes]:
+    """`list` packed when it holds only ints within 64 bits or only floats
+    (exact types), else None."""
+
+def unpack_numbers(payload: Union[bytes, LargePayload]) -> List[Any]:
+    """The list `pack_numbers` packed; ValueError for any other bytes."""
 
 @final
 class PausedEngines:

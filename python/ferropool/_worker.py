@@ -32,6 +32,7 @@ from ._native import (
     MAP,
     OK,
     OK_OUT_OF_BAND,
+    OK_PACKED,
     RAISED,
     RAISED_UNPICKLABLE,
     SPAWN_FIRST_INHERITED_FD,
@@ -149,7 +150,17 @@ def _call(mode: int, func: Callable[..., Any], args: Any) -> Any:
     return list(itertools.starmap(func, args))
 
 
+# A list result this long or longer is packed when it holds only ints or
+# only floats (see src/python/packed.rs): a map's chunk of numbers costs
+# the parent, which unpacks every chunk of a map, far less than a pickle.
+PACK_MIN_ITEMS = 16
+
+
 def _dump_value(result: Any) -> tuple[Any, ...]:
+    if type(result) is list and len(result) >= PACK_MIN_ITEMS:
+        packed = _native.pack_numbers(result)
+        if packed is not None:
+            return OK_PACKED, packed
     out_of_band, data = _pickling.dumps_result(result)
     return (OK_OUT_OF_BAND if out_of_band else OK), data
 

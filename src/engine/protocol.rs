@@ -126,6 +126,9 @@ pub enum ResultStatus {
     /// band: a header with the lengths, the pickle stream, then each buffer
     /// (see `_pickling.dumps_result`). The engine treats it as `Ok`.
     OkOutOfBand = 9,
+    /// payload = a list made only of ints that fit 64 bits, or only of
+    /// floats, packed (see `python::packed`). The engine treats it as `Ok`.
+    OkPacked = 10,
 }
 
 impl ResultStatus {
@@ -141,6 +144,7 @@ impl ResultStatus {
             7 => ResultStatus::LocalError,
             8 => ResultStatus::Cancelled,
             9 => ResultStatus::OkOutOfBand,
+            10 => ResultStatus::OkPacked,
             _ => return None,
         })
     }
@@ -152,6 +156,7 @@ impl ResultStatus {
             self,
             ResultStatus::Ok
                 | ResultStatus::OkOutOfBand
+                | ResultStatus::OkPacked
                 | ResultStatus::Raised
                 | ResultStatus::RaisedUnpicklable
                 | ResultStatus::EncodingError
@@ -662,7 +667,7 @@ mod tests {
         for k in [1u8, 2, 3, 4, 5, 6, 10, 11, 12] {
             assert_eq!(Kind::from_u8(k).map(|k| k as u8), Some(k));
         }
-        for s in 0u8..=7 {
+        for s in 0u8..=10 {
             assert_eq!(ResultStatus::from_u8(s).map(|s| s as u8), Some(s));
         }
         assert_eq!(CallMode::from_u8(3), None);

@@ -78,6 +78,20 @@ impl LargePayload {
             data: std::sync::Mutex::new(Some(data)),
         }
     }
+
+    /// `f(bytes)` from Rust, once only (as `load_with`); the buffer is
+    /// recycled afterwards. `f` must not call Python code that could reach
+    /// this payload (no Rust lock is held, but the bytes are taken out).
+    pub fn consume<R>(&self, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
+        let data = lock(&self.data)
+            .take()
+            .ok_or_else(|| PyValueError::new_err("the payload was read already"))?;
+        let out = f(&data);
+        if let OutcomeBytes::Heap(data) = data {
+            crate::engine::buffers::give_back(data);
+        }
+        Ok(out)
+    }
 }
 
 #[pymethods]

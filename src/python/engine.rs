@@ -394,7 +394,10 @@ pub struct PyJob {
 type Outcome = (u64, u8, Py<PyAny>);
 
 fn to_python(py: Python<'_>, o: TaskOutcome) -> PyResult<Outcome> {
-    let is_value = matches!(o.status, ResultStatus::Ok | ResultStatus::OkOutOfBand);
+    let is_value = matches!(
+        o.status,
+        ResultStatus::Ok | ResultStatus::OkOutOfBand | ResultStatus::OkPacked
+    );
     let payload = if is_value && o.payload.len() >= LEND_ABOVE {
         Py::new(py, LargePayload::new(o.payload))?.into_any()
     } else {

@@ -1,12 +1,14 @@
 //! The Python side of the engine: the PyO3 bindings (`engine`: Engine and
 //! Job; `buffer`: large payloads lent to Python without a copy; `payload`:
-//! task payloads pickled into engine memory; `wait`: the one blocking wait;
+//! task payloads pickled into engine memory; `packed`: results made only
+//! of numbers, packed instead of pickled; `wait`: the one blocking wait;
 //! `errors`: the one error conversion), the worker runtime (`worker`), and
 //! the process-wide calls below. `register` builds the `_native` module.
 
 pub mod buffer;
 pub mod engine;
 pub mod errors;
+pub mod packed;
 pub mod payload;
 pub mod stats;
 pub mod wait;
@@ -128,6 +130,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(die_with_parent, m)?)?;
     m.add_function(wrap_pyfunction!(platform_features, m)?)?;
     m.add_function(wrap_pyfunction!(map_populate_flag, m)?)?;
+    m.add_function(wrap_pyfunction!(packed::pack_numbers, m)?)?;
+    m.add_function(wrap_pyfunction!(packed::unpack_numbers, m)?)?;
     m.add_function(wrap_pyfunction!(pause_engines, m)?)?;
     m.add_class::<PausedEngines>()?;
     m.add("EngineStopped", m.py().get_type::<errors::EngineStopped>())?;
@@ -167,6 +171,7 @@ fn add_constants(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("LOCAL_ERROR", ResultStatus::LocalError),
         ("CANCELLED", ResultStatus::Cancelled),
         ("OK_OUT_OF_BAND", ResultStatus::OkOutOfBand),
+        ("OK_PACKED", ResultStatus::OkPacked),
     ];
     for (name, status) in statuses {
         m.add(name, status as u8)?;
