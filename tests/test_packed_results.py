@@ -164,3 +164,36 @@ def test_a_malformed_packed_result_fails_its_task_and_the_pool_goes_on(monkeypat
     # A pool of unpatched workers is unaffected.
     with ferropool.Pool(2) as pool:
         assert pool.map(identity, range(100), 10) == list(range(100))
+
+
+def _forge_one_too_many(result):
+    """Stands in for the worker's encoder: a well-formed packed chunk with
+    one result more than the chunk had items."""
+    return _native.OK_PACKED, _native.pack_numbers(list(range(len(result) + 1)))
+
+
+@pytest.mark.timeout(60)
+def test_a_packed_chunk_of_the_wrong_size_fails_the_map(monkeypatch):
+    monkeypatch.setattr(_worker, "_dump_value", _forge_one_too_many)
+    pool = ferropool.get_context("fork").Pool(2)
+    monkeypatch.undo()
+    try:
+        with pytest.raises(RuntimeError, match=r"chunk \d+ came back with 21 results for 20 items"):
+            pool.map(identity, range(100), 20)
+    finally:
+        pool.terminate()
+
+
+def test_unpacking_into_a_list_writes_only_a_chunk_of_the_right_size():
+    target = [None] * 10
+    packed = _native.pack_numbers(list(range(100, 120)))
+    assert _native.unpack_numbers_into(packed, target, 0, 10) == 20  # held 20: nothing written
+    assert target == [None] * 10
+    packed = _native.pack_numbers([1.5] * 16)
+    target = [None] * 20
+    assert _native.unpack_numbers_into(packed, target, 4, 16) == 16
+    assert target == [None] * 4 + [1.5] * 16
+    with pytest.raises(ValueError, match="no slots 8..24 in a list of 20"):
+        _native.unpack_numbers_into(packed, target, 8, 16)
+    with pytest.raises(ValueError, match="malformed packed result"):
+        _native.unpack_numbers_into(b"q" + bytes(5), target, 0, 0)

@@ -19,6 +19,7 @@ from ._native import (
     TIMED_OUT,
     WORKER_LOST,
     unpack_numbers,
+    unpack_numbers_into,
 )
 from ._pickling import loads_out_of_band
 
@@ -28,7 +29,7 @@ from ._pickling import loads_out_of_band
 # nothing would pay at start-up (the stdlib's Pool needs neither).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Tuple
+    from typing import Any, Callable, List, Tuple
 
     from ._errors import RemoteTaskError, TaskTransferError
 
@@ -68,6 +69,21 @@ def _unpickle(loads: Callable[[Any], Any], payload: Any) -> Any:
     return payload.load_with(loads)  # a large one, lent without a copy
 
 
+_UNPACK_FAILED = "the task's result could not be unpacked in the parent"
+
+
+def decode_packed_into(payload: Any, target: List[Any], start: int, count: int) -> Decoded:
+    """An OK_PACKED chunk of a map straight into `target[start:start +
+    count]`: (True, how many results it held; written only when `count`)
+    or (False, exception). Never raises but KeyboardInterrupt (see decode)."""
+    try:
+        return True, unpack_numbers_into(payload, target, start, count)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:
+        return False, _transfer_error(_UNPACK_FAILED, e)
+
+
 def decode(status: int, payload: Any, executor: bool = False) -> Decoded:
     """Returns (True, value) or (False, exception). Never raises, whatever
     unpickling does (`sys.exit()` in a `__reduce__` included): the thread
@@ -91,9 +107,7 @@ def decode(status: int, payload: Any, executor: bool = False) -> Decoded:
         except KeyboardInterrupt:
             raise
         except BaseException as e:
-            return False, _transfer_error(
-                "the task's result could not be unpacked in the parent", e
-            )
+            return False, _transfer_error(_UNPACK_FAILED, e)
     if status == RAISED:
         from multiprocessing.pool import RemoteTraceback
 

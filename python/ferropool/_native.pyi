@@ -47,6 +47,7 @@ __all__ = [
     "pause_engines",
     "platform_features",
     "unpack_numbers",
+    "unpack_numbers_into",
 ]
 
 __version__: str
@@ -180,6 +181,12 @@ def pack_numbers(list: List[Any]) -> Optional[bytes]:
 
 def unpack_numbers(payload: Union[bytes, LargePayload]) -> List[Any]:
     """The list `pack_numbers` packed; ValueError for any other bytes."""
+
+def unpack_numbers_into(
+    payload: Union[bytes, LargePayload], target: List[Any], start: int, count: int
+) -> int:
+    """Writes the packed numbers into `target[start:start + count]` when
+    there are exactly `count`; returns how many there are."""
 
 @final
 class PausedEngines:

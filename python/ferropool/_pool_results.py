@@ -10,10 +10,10 @@ import time
 from multiprocessing import TimeoutError as MPTimeoutError
 
 from ._aio import until
-from ._decoding import decode
+from ._decoding import decode, decode_packed_into
 from ._feeding import Window, feeder_min_room
 from ._lifecycle import in_service_thread, pools_at_exit
-from ._native import LOCAL_ERROR
+from ._native import LOCAL_ERROR, OK_PACKED
 
 # `typing`, `logging` and `_errors` are imported where needed (start-up
 # time of a short script, see _decoding).
@@ -202,15 +202,44 @@ class MapResult(ApplyResult):
 
     def _absorb(self, outcomes: List[tuple[Any, ...]]) -> None:
         for index, status, payload in outcomes:
-            success, value = self._decode(index, status, payload)
-            if success and self._value is not None:
-                success, value = self._add(index, value)
+            if status == OK_PACKED and self._sized and self._value is not None:
+                success, value = self._fill(index, payload)
+            else:
+                success, value = self._decode(index, status, payload)
+                if success and self._value is not None:
+                    success, value = self._add(index, value)
             if not success and self._failure is None:
                 # As the stdlib: the first failure is the outcome; the
                 # results are dropped.
                 self._failure = value
                 self._value = None
                 self._early = {}
+
+    def _chunk_slots(self, index: int) -> tuple[int, int]:
+        """Where chunk `index` of a sized input goes: (start, size); size
+        is negative for a chunk past the input's end."""
+        assert self._value is not None
+        start = index * self._chunksize
+        return start, min(self._chunksize, len(self._value) - start)
+
+    def _wrong_size(self, index: int, held: int, size: int) -> tuple[Any, ...]:
+        return False, RuntimeError(
+            f"ferropool: chunk {index} came back with {held} results for {max(size, 0)} items"
+        )
+
+    def _fill(self, index: int, payload: Any) -> tuple[Any, ...]:
+        """A packed chunk of numbers straight into its place (no list is
+        made for the chunk first)."""
+        assert self._value is not None
+        start, size = self._chunk_slots(index)
+        if size < 0:  # a chunk past the end: refused as _add refuses it
+            success, value = self._decode(index, OK_PACKED, payload)
+            return self._add(index, value) if success else (success, value)
+        _stop_here_at_exit()
+        success, held = decode_packed_into(payload, self._value, start, max(size, 0))
+        if success and held != size:
+            return self._wrong_size(index, held, size)
+        return success, held
 
     def _add(self, index: int, chunk: Any) -> tuple[Any, ...]:
         assert self._value is not None
@@ -224,13 +253,9 @@ class MapResult(ApplyResult):
             return True, None
         # A chunk whose size is not its input's is a failure: the slice
         # assignment would shift every later result.
-        start = index * self._chunksize
-        size = min(self._chunksize, len(self._value) - start)
+        start, size = self._chunk_slots(index)
         if size < 0 or len(chunk) != size:
-            return False, RuntimeError(
-                f"ferropool: chunk {index} came back with {len(chunk)} results "
-                f"for {max(size, 0)} items"
-            )
+            return self._wrong_size(index, len(chunk), size)
         self._value[start : start + size] = chunk
         return True, None
 

@@ -132,6 +132,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(map_populate_flag, m)?)?;
     m.add_function(wrap_pyfunction!(packed::pack_numbers, m)?)?;
     m.add_function(wrap_pyfunction!(packed::unpack_numbers, m)?)?;
+    m.add_function(wrap_pyfunction!(packed::unpack_numbers_into, m)?)?;
     m.add_function(wrap_pyfunction!(pause_engines, m)?)?;
     m.add_class::<PausedEngines>()?;
     m.add("EngineStopped", m.py().get_type::<errors::EngineStopped>())?;

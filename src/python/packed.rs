@@ -79,7 +79,8 @@ pub fn pack_numbers<'py>(list: &Bound<'py, PyList>) -> Option<Bound<'py, PyBytes
     Some(PyBytes::new(py, &out))
 }
 
-fn unpack<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyList>> {
+/// The kind byte and the 8-byte words of a packed result, checked.
+fn words(data: &[u8]) -> PyResult<(u8, impl Iterator<Item = [u8; ITEM]> + '_)> {
     let malformed = || {
         PyValueError::new_err(format!(
             "malformed packed result ({} bytes): not a kind byte followed by 8-byte numbers",
@@ -87,7 +88,7 @@ fn unpack<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyList>> {
         ))
     };
     let (&kind, items) = data.split_first().ok_or_else(malformed)?;
-    if items.len() % ITEM != 0 {
+    if items.len() % ITEM != 0 || (kind != INTS && kind != FLOATS) {
         return Err(malformed());
     }
     let words = items.chunks_exact(ITEM).map(|c| {
@@ -95,22 +96,73 @@ fn unpack<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyList>> {
         word.copy_from_slice(c);
         word
     });
+    Ok((kind, words))
+}
+
+/// One number of a packed result, as a new Python object.
+fn number<'py>(py: Python<'py>, kind: u8, word: [u8; ITEM]) -> PyResult<Bound<'py, PyAny>> {
+    Ok(if kind == INTS {
+        i64::from_le_bytes(word).into_pyobject(py)?.into_any()
+    } else {
+        f64::from_le_bytes(word).into_pyobject(py)?.into_any()
+    })
+}
+
+fn unpack<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyList>> {
+    let (kind, words) = words(data)?;
     match kind {
         INTS => PyList::new(py, words.map(i64::from_le_bytes)),
-        FLOATS => PyList::new(py, words.map(f64::from_le_bytes)),
-        _ => Err(malformed()),
+        _ => PyList::new(py, words.map(f64::from_le_bytes)),
     }
 }
 
-/// The list a packed result holds: `payload` is `bytes` or a lent
-/// `LargePayload` (whose buffer is done with afterwards). ValueError when
-/// it is not in the packed form.
+/// `f(bytes)` over a payload that is `bytes` or a lent `LargePayload`
+/// (whose buffer is done with afterwards).
+fn with_payload<R>(
+    payload: &Bound<'_, PyAny>,
+    f: impl FnOnce(&[u8]) -> PyResult<R>,
+) -> PyResult<R> {
+    if let Ok(bytes) = payload.cast::<PyBytes>() {
+        return f(bytes.as_bytes());
+    }
+    payload.cast::<LargePayload>()?.get().consume(f)?
+}
+
+/// The list a packed result holds. ValueError when it is not in the
+/// packed form.
 #[pyfunction]
 pub fn unpack_numbers<'py>(payload: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+    with_payload(payload, |data| unpack(payload.py(), data))
+}
+
+/// A map's packed chunk straight into its place: the numbers go into
+/// `target[start:start + count]` (slots that exist) when the payload holds
+/// exactly `count`; returns how many it holds (written only when that is
+/// `count`). ValueError when it is not in the packed form.
+#[pyfunction]
+pub fn unpack_numbers_into(
+    payload: &Bound<'_, PyAny>,
+    target: &Bound<'_, PyList>,
+    start: usize,
+    count: usize,
+) -> PyResult<usize> {
     let py = payload.py();
-    if let Ok(bytes) = payload.cast::<PyBytes>() {
-        return unpack(py, bytes.as_bytes());
-    }
-    let large = payload.cast::<LargePayload>()?;
-    large.get().consume(|data| unpack(py, data))?
+    with_payload(payload, |data| {
+        let (kind, words) = words(data)?;
+        let held = (data.len() - 1) / ITEM;
+        if start.saturating_add(count) > target.len() {
+            return Err(PyValueError::new_err(format!(
+                "no slots {start}..{} in a list of {}",
+                start.saturating_add(count),
+                target.len()
+            )));
+        }
+        if held != count {
+            return Ok(held);
+        }
+        for (i, word) in words.enumerate() {
+            target.set_item(start + i, number(py, kind, word)?)?;
+        }
+        Ok(held)
+    })
 }
