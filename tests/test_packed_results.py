@@ -7,6 +7,7 @@ with a clear error and the pool goes on."""
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import struct
@@ -147,20 +148,27 @@ def _forge_malformed(result):
     return _native.OK_PACKED, b"q" + bytes(13)
 
 
-@pytest.mark.timeout(60)
-def test_a_malformed_packed_result_fails_its_task_and_the_pool_goes_on(monkeypatch):
-    # Patched before the fork, so the workers send the malformed bytes.
-    monkeypatch.setattr(_worker, "_dump_value", _forge_malformed)
+@contextlib.contextmanager
+def _pool_whose_workers_encode_with(monkeypatch, encode):
+    """A fork pool whose workers send what `encode` makes of each result:
+    patched before the fork, so only that pool's workers have it."""
+    monkeypatch.setattr(_worker, "_dump_value", encode)
     pool = ferropool.get_context("fork").Pool(2)
     monkeypatch.undo()
     try:
+        yield pool
+    finally:
+        pool.terminate()
+
+
+@pytest.mark.timeout(60)
+def test_a_malformed_packed_result_fails_its_task_and_the_pool_goes_on(monkeypatch):
+    with _pool_whose_workers_encode_with(monkeypatch, _forge_malformed) as pool:
         with pytest.raises(TaskTransferError, match="could not be unpacked in the parent") as info:
             pool.map(identity, range(100), 10)
         assert "malformed packed result (14 bytes)" in str(info.value)
         with pytest.raises(TaskTransferError):
             pool.apply(int_list, (50,))
-    finally:
-        pool.terminate()
     # A pool of unpatched workers is unaffected.
     with ferropool.Pool(2) as pool:
         assert pool.map(identity, range(100), 10) == list(range(100))
@@ -174,14 +182,9 @@ def _forge_one_too_many(result):
 
 @pytest.mark.timeout(60)
 def test_a_packed_chunk_of_the_wrong_size_fails_the_map(monkeypatch):
-    monkeypatch.setattr(_worker, "_dump_value", _forge_one_too_many)
-    pool = ferropool.get_context("fork").Pool(2)
-    monkeypatch.undo()
-    try:
+    with _pool_whose_workers_encode_with(monkeypatch, _forge_one_too_many) as pool:
         with pytest.raises(RuntimeError, match=r"chunk \d+ came back with 21 results for 20 items"):
             pool.map(identity, range(100), 20)
-    finally:
-        pool.terminate()
 
 
 def test_unpacking_into_a_list_writes_only_a_chunk_of_the_right_size():
