@@ -72,16 +72,22 @@ def _unpickle(loads: Callable[[Any], Any], payload: Any) -> Any:
 _UNPACK_FAILED = "the task's result could not be unpacked in the parent"
 
 
-def decode_packed_into(payload: Any, target: List[Any], start: int, count: int) -> Decoded:
-    """An OK_PACKED chunk of a map straight into `target[start:start +
-    count]`: (True, how many results it held; written only when `count`)
-    or (False, exception). Never raises but KeyboardInterrupt (see decode)."""
+def _unpacked(unpack: Callable[..., Any], *args: Any) -> Decoded:
+    """(True, unpack(*args)) or (False, the TaskTransferError of packed
+    bytes that are not in the packed form)."""
     try:
-        return True, unpack_numbers_into(payload, target, start, count)
+        return True, unpack(*args)
     except KeyboardInterrupt:
         raise
     except BaseException as e:
         return False, _transfer_error(_UNPACK_FAILED, e)
+
+
+def decode_packed_into(payload: Any, target: List[Any], start: int, count: int) -> Decoded:
+    """An OK_PACKED chunk of a map straight into `target[start:start +
+    count]`: (True, how many results it held; written only when `count`)
+    or (False, exception). Never raises but KeyboardInterrupt (see decode)."""
+    return _unpacked(unpack_numbers_into, payload, target, start, count)
 
 
 def decode(status: int, payload: Any, executor: bool = False) -> Decoded:
@@ -102,12 +108,7 @@ def decode(status: int, payload: Any, executor: bool = False) -> Decoded:
                 "the task's result could not be unpickled in the parent", e
             )
     if status == OK_PACKED:
-        try:
-            return True, unpack_numbers(payload)
-        except KeyboardInterrupt:
-            raise
-        except BaseException as e:
-            return False, _transfer_error(_UNPACK_FAILED, e)
+        return _unpacked(unpack_numbers, payload)
     if status == RAISED:
         from multiprocessing.pool import RemoteTraceback
 

@@ -118,11 +118,12 @@ impl EventLoop {
         // stray frame waits for the full poll, at most one spin later).
         let mut hot = vec![0, 1];
         for w in &self.workers {
+            let has_output = w.has_output();
             let mut events = libc::POLLIN;
-            if w.has_output() {
+            if has_output {
                 events |= libc::POLLOUT;
             }
-            if w.has_output() || w.state != WorkerState::Ready || !w.slot.inflight.is_empty() {
+            if has_output || w.state != WorkerState::Ready || !w.slot.inflight.is_empty() {
                 hot.push(fds.len());
             }
             fds.push(pollfd(w.sock.as_raw_fd(), events));
