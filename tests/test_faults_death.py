@@ -256,6 +256,22 @@ def test_executor_map_raises_at_the_lost_position(tmp_path, tracker):
     tracker.assert_clean()
 
 
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("method", METHODS)
+def test_a_worker_dying_once_its_result_is_sent_loses_nothing(tracker, method):
+    # As the stdlib's worker, ferropool's frees a task's result only after
+    # sending it: a finalizer that ends the worker (here os._exit) comes too
+    # late to lose the result; the pool replaces the worker and goes on.
+    with fh.guarded(make_pool(method)) as pool:
+        for i in range(3):
+            result = pool.apply_async(h.result_ending_its_worker, (i,)).get(timeout=30)
+            assert result.value == i and result.made_in != os.getpid()
+            assert_replaced(result.made_in)
+        assert pool.map(fh.square, range(6), chunksize=3) == [0, 1, 4, 9, 16, 25]
+        tracker.observe()
+    tracker.assert_clean()
+
+
 # ============================================================================
 # 2. Crash loops: the pool stops replacing workers and breaks
 # ============================================================================

@@ -96,7 +96,10 @@ def _run(
     except BaseException as e:
         return _worker.load_failed(e)
     try:
-        return _runner(executor, for_workers)(mode, func, payload)
+        # (status, bytes): the arguments and result that follow are for a
+        # local worker's loop (see _worker._task_runner).
+        status, data = _runner(executor, for_workers)(mode, func, payload)[:2]
+        return status, data
     except BaseException as e:
         # A Pool's runner lets SystemExit and KeyboardInterrupt through: a
         # local worker dies of them and the task is lost. A Dask worker

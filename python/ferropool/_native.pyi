@@ -165,7 +165,7 @@ class WorkerChannel:
     def serve(
         self,
         load: Callable[[bytes], Any],
-        run: Callable[[int, Any, bytes], Tuple[int, bytes]],
+        run: Callable[[int, Any, bytes], Tuple[Any, ...]],
         load_failed: Callable[[BaseException], Tuple[int, bytes]],
         max_rss: Optional[int] = None,
     ) -> None: ...

@@ -168,7 +168,11 @@ class MapResult(ApplyResult):
     ) -> None:
         super().__init__(pool, job, callback, error_callback)
         self._sized = length is not None
-        self._value: Optional[List[Any]] = [None] * length if length is not None else []
+        self._value: Optional[List[Any]] = []
+        # A sized input's list of places is made once the chunks are on their
+        # way (see _make_room): making it costs the caller a while (~0.25 ms
+        # for 200,000 items), which the first chunks must not wait for.
+        self._room_for = length
         self._chunksize = chunksize
         # Input without a length: chunks that came before an earlier one.
         self._early: Dict[int, Any] = {}
@@ -183,6 +187,7 @@ class MapResult(ApplyResult):
     def _absorb_as_they_come(self, timeout: Optional[float]) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
+            self._make_room()  # while the workers run the first chunks
             while self._outcome is None:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
@@ -200,7 +205,15 @@ class MapResult(ApplyResult):
             if self._outcome is None:
                 self._absorb(self._job.take())
 
+    def _make_room(self) -> None:
+        """The result list of a sized input: one place per item."""
+        if self._room_for is not None:
+            if self._value is not None:  # None: failed already
+                self._value = [None] * self._room_for
+            self._room_for = None
+
     def _absorb(self, outcomes: List[tuple[Any, ...]]) -> None:
+        self._make_room()
         for index, status, payload in outcomes:
             if status == OK_PACKED and self._sized and self._value is not None:
                 success, value = self._fill(index, payload)

@@ -169,7 +169,8 @@ def _task_runner(
     executor: bool, loads: Callable[[Any], Any] = pickle.loads
 ) -> Callable[[int, Callable[..., Any], bytes], tuple[Any, ...]]:
     """The function the Rust loop calls to run one task: (mode, function,
-    pickled arguments) -> (status, pickled bytes).
+    pickled arguments) -> (status, pickled bytes), followed, when the task
+    returned, by its arguments and result.
 
     A Pool's (`executor` False): exceptions that end a process (SystemExit,
     KeyboardInterrupt) raised by the task are not caught: the worker exits
@@ -195,9 +196,13 @@ def _task_runner(
         except caught as e:
             return _dump_exception(e)
         try:
-            return _dump_value(result)
+            status, data = _dump_value(result)
         except caught as e:
             return _dump_exception(e) if executor else _encoding_error(e, result)
+        # The worker's loop lets go of the arguments and the result once the
+        # result is sent (see WorkerChannel.send_outcome): freeing a chunk's
+        # list of results must not hold up its delivery.
+        return status, data, args, result
 
     return run
 

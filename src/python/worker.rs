@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyTuple};
 
 use crate::engine::errors::EngineError;
 use crate::engine::protocol::{self, FrameDecoder, FrameHeader, Kind, ProtocolError, LARGE_FRAME};
@@ -285,6 +285,35 @@ impl WorkerChannel {
 }
 
 impl WorkerChannel {
+    /// Sends a task's outcome, `(status, bytes, ...)`. The items after the
+    /// bytes are the task's arguments and result, which the caller drops
+    /// only after this: freeing a large result (a map chunk's list) must not
+    /// delay its delivery. The stdlib's worker also lets go of them only
+    /// once the result is on its way.
+    fn send_outcome(
+        &mut self,
+        py: Python<'_>,
+        header: &FrameHeader,
+        outcome: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let outcome = outcome.cast::<PyTuple>()?;
+        let status: u8 = outcome.get_item(0)?.extract()?;
+        let data = outcome.get_item(1)?;
+        let data = data.cast::<PyBytes>()?;
+        // Every result goes out at once, never batched: if this process
+        // dies during its next task, the engine must know exactly which
+        // tasks finished (the running one is the first it has no result for).
+        self.send(
+            py,
+            Kind::Result,
+            status,
+            header.job,
+            header.index,
+            data.as_bytes(),
+        )?;
+        Ok(())
+    }
+
     fn serve_loop(
         &mut self,
         py: Python<'_>,
@@ -302,32 +331,32 @@ impl WorkerChannel {
                     funcs.insert(header.job, (header.flags, func));
                 }
                 Kind::Task => {
-                    let outcome = match funcs.get(&header.job) {
+                    match funcs.get(&header.job) {
                         Some((mode, Ok(func))) => {
-                            payload.call(py, |p| run.call1((*mode, func.bind(py), p)))?
+                            // Sent from inside the call: the task's arguments
+                            // and result (held by the outcome) are freed after
+                            // the send, and a lent payload is released after
+                            // them (see `Self::send_outcome`).
+                            payload.call(py, |p| {
+                                let outcome = run.call1((*mode, func.bind(py), p))?;
+                                self.send_outcome(py, &header, &outcome)?;
+                                drop(outcome);
+                                Ok(py.None().into_bound(py))
+                            })?;
                         }
                         Some((_, Err(err))) => {
-                            load_failed.call1((err.clone_ref(py).into_value(py),))?
+                            let outcome = load_failed.call1((err.clone_ref(py).into_value(py),))?;
+                            self.send_outcome(py, &header, &outcome)?;
                         }
-                        None => load_failed.call1((pyo3::exceptions::PyRuntimeError::new_err(
-                            "task for a job whose function never arrived",
-                        )
-                        .into_value(py),))?,
-                    };
-                    let (status, data): (u8, Bound<'_, PyBytes>) = outcome.extract()?;
-                    // Every result goes out at once, never batched: if this
-                    // process dies during its next task, the engine must know
-                    // exactly which tasks finished (the running one is the
-                    // first it has no result for).
-                    self.send(
-                        py,
-                        Kind::Result,
-                        status,
-                        header.job,
-                        header.index,
-                        data.as_bytes(),
-                    )?;
-                    drop(data);
+                        None => {
+                            let outcome =
+                                load_failed.call1((pyo3::exceptions::PyRuntimeError::new_err(
+                                    "task for a job whose function never arrived",
+                                )
+                                .into_value(py),))?;
+                            self.send_outcome(py, &header, &outcome)?;
+                        }
+                    }
                     if let Some(limit) = max_rss {
                         if let Some(rss) = resident_bytes().filter(|rss| *rss > limit) {
                             let why = format!(
