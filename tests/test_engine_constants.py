@@ -34,7 +34,7 @@ def test_statuses_modes_and_kinds_are_distinct_and_complete():
     assert sorted(statuses) == list(range(len(statuses)))
     assert [_native.APPLY, _native.MAP, _native.STARMAP] == [0, 1, 2]
     kinds = [getattr(_native, n) for n in dir(_native) if n.startswith("KIND_")]
-    assert len(kinds) == len(set(kinds)) == 9
+    assert len(kinds) == len(set(kinds)) == 10
     assert all(k & _native.SHARED_PAYLOAD == 0 for k in kinds)
 
 

@@ -272,6 +272,35 @@ def test_a_worker_dying_once_its_result_is_sent_loses_nothing(tracker, method):
     tracker.assert_clean()
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", METHODS)
+def test_a_task_sent_to_a_worker_dying_between_tasks_runs_elsewhere(tracker, method):
+    # A task goes to a worker as soon as it is free. One that dies before
+    # beginning it (here a finalizer ends it once the result before is sent)
+    # has it run by another worker, as the stdlib's shared queue would: the
+    # engine reads the worker's count of tasks begun (src/engine/tally.rs).
+    # 8 deaths: under the crash-loop bound of 10 within 10 s.
+    with fh.guarded(make_pool(method)) as pool:
+        pending = [pool.apply_async(h.result_ending_its_worker, (i,)) for i in range(4)]
+        assert [r.get(timeout=30).value for r in pending] == [0, 1, 2, 3]
+        chunks = pool.map(h.result_ending_its_worker, range(4), chunksize=1)
+        assert [r.value for r in chunks] == [0, 1, 2, 3]
+        assert pool.map(fh.square, range(6), chunksize=3) == [0, 1, 4, 9, 16, 25]
+        tracker.observe()
+    tracker.assert_clean()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", METHODS)
+def test_an_executor_worker_dying_between_tasks_fails_no_future(tracker, method):
+    with fh.guarded(make_executor(method)) as ex:
+        futures = [ex.submit(h.result_ending_its_worker, i) for i in range(6)]
+        assert [f.result(timeout=30).value for f in futures] == list(range(6))
+        assert ex.submit(fh.square, 8).result(timeout=30) == 64
+        tracker.observe()
+    tracker.assert_clean()
+
+
 # ============================================================================
 # 2. Crash loops: the pool stops replacing workers and breaks
 # ============================================================================

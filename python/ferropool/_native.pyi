@@ -19,6 +19,7 @@ __all__ = [
     "KIND_RESULT",
     "KIND_RETIRING",
     "KIND_SETUP",
+    "KIND_TALLY",
     "KIND_TASK",
     "LIFELINE_ENV",
     "LOCAL_ERROR",
@@ -74,6 +75,7 @@ KIND_FORGET: int
 KIND_EXIT: int
 KIND_PREPARE: int
 KIND_SETUP: int
+KIND_TALLY: int
 KIND_READY: int
 KIND_RESULT: int
 KIND_RETIRING: int

@@ -6,7 +6,7 @@
 //! `scheduler` (who runs what), `supervisor` (starting and reaping workers),
 //! `event_loop` (the engine thread), `handle` (the handle the bindings hold),
 //! `shared` (what the two share: commands, status, the wake-up, the fork gate), `errors`, `sync` (lock helpers), `spin` (how
-//! long waits spin).
+//! long waits spin), `tally` (how many tasks a worker has begun).
 
 pub mod buffers;
 pub mod errors;
@@ -22,3 +22,4 @@ pub mod spin;
 pub mod stats;
 pub mod supervisor;
 pub mod sync;
+pub mod tally;

@@ -46,6 +46,9 @@ pub enum Kind {
     Prepare = 5,
     /// Spawn and forkserver: pickled (initializer, initargs, ...).
     Setup = 6,
+    /// Once the worker is ready, a shared-memory frame whose memfd holds
+    /// the count of tasks it has begun (see `tally`).
+    Tally = 7,
     // worker -> engine
     /// The worker is initialised and takes tasks; `index` is its pid.
     Ready = 10,
@@ -65,6 +68,7 @@ impl Kind {
             4 => Kind::Exit,
             5 => Kind::Prepare,
             6 => Kind::Setup,
+            7 => Kind::Tally,
             10 => Kind::Ready,
             11 => Kind::Result,
             12 => Kind::Retiring,

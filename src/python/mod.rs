@@ -154,6 +154,7 @@ fn add_constants(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("KIND_EXIT", Kind::Exit),
         ("KIND_PREPARE", Kind::Prepare),
         ("KIND_SETUP", Kind::Setup),
+        ("KIND_TALLY", Kind::Tally),
         ("KIND_READY", Kind::Ready),
         ("KIND_RESULT", Kind::Result),
         ("KIND_RETIRING", Kind::Retiring),

@@ -20,6 +20,7 @@ use crate::engine::errors::EngineError;
 use crate::engine::protocol::{self, FrameDecoder, FrameHeader, Kind, ProtocolError, LARGE_FRAME};
 use crate::engine::shm::{self, FdReader, ReceivedMap, Sender};
 use crate::engine::spin::SpinSwitch;
+use crate::engine::tally::WorkerTally;
 use crate::python::buffer::{recycle_unless_lent, with_lent_view, LEND_ABOVE};
 
 #[pyclass(module = "ferropool._native", name = "WorkerChannel")]
@@ -30,6 +31,8 @@ pub struct WorkerChannel {
     /// frame, in order.
     fds: VecDeque<OwnedFd>,
     out: Vec<u8>,
+    /// The count of tasks begun, shared with the engine (see `tally`).
+    tally: Option<WorkerTally>,
 }
 
 fn disconnected_or(e: io::Error) -> EngineError {
@@ -62,6 +65,13 @@ impl WorkerChannel {
     ) -> Result<(FrameHeader, FramePayload<'py>), EngineError> {
         loop {
             if let Some((header, payload)) = self.decoder.next_frame_ref()? {
+                if header.kind == Kind::Tally {
+                    // The engine's own memfd: without it (or unmappable),
+                    // deaths are read as they would be without a tally.
+                    let fd = self.fds.pop_front().filter(|_| header.shared);
+                    self.tally = fd.and_then(|fd| WorkerTally::map(fd).ok());
+                    continue;
+                }
                 if header.shared {
                     let map = shared_payload(payload, &mut self.fds)
                         .map_err(|why| EngineError::Protocol(ProtocolError::SharedMemory(why)))?;
@@ -238,6 +248,7 @@ impl WorkerChannel {
             decoder: FrameDecoder::new(),
             fds: VecDeque::new(),
             out: Vec::new(),
+            tally: None,
         })
     }
 
@@ -331,6 +342,9 @@ impl WorkerChannel {
                     funcs.insert(header.job, (header.flags, func));
                 }
                 Kind::Task => {
+                    if let Some(tally) = &mut self.tally {
+                        tally.begin_task();
+                    }
                     match funcs.get(&header.job) {
                         Some((mode, Ok(func))) => {
                             // Sent from inside the call: the task's arguments

@@ -80,6 +80,7 @@ impl EventLoop {
                         violation: None,
                         last_byte_at: Instant::now(),
                         started_at: Instant::now(),
+                        tally: None,
                     });
                     self.workers_started += 1;
                     let idx = self.workers.len() - 1;
@@ -173,7 +174,8 @@ impl EventLoop {
             // take them first, so only the task really running is lost.
             self.read_worker(i);
             let mut w = self.workers.swap_remove(i);
-            let was_running = w.state == WorkerState::Ready || w.state == WorkerState::Retiring;
+            let was_running = (w.state == WorkerState::Ready || w.state == WorkerState::Retiring)
+                && w.began_first_held();
             let mut lost = self.scheduler.worker_gone(&mut w.slot, was_running);
             let pid = w.pid.or_else(|| self.zygote_pids.get(&w.number).copied());
             if w.timed_out {

@@ -26,6 +26,7 @@ use crate::engine::scheduler::{Delivered, Scheduler, Task, WorkerSlot};
 use crate::engine::shared::{clear_wake, Command, EngineConfig, Phase, ServiceEvent, Shared};
 use crate::engine::stats::{Figures, History};
 use crate::engine::supervisor::{ExitInfo, Launcher, OwnChild, ZygoteEvent};
+use crate::engine::tally::{self, Tally};
 use std::os::fd::OwnedFd;
 
 mod figures;
@@ -86,6 +87,8 @@ struct Worker {
     /// When the last byte came from it (a frame left unfinished is timed).
     last_byte_at: Instant,
     started_at: Instant,
+    /// The count of tasks it has begun, shared with it once it is ready.
+    tally: Option<Arc<Tally>>,
 }
 
 /// What one non-blocking read or write on a worker socket means.
@@ -118,6 +121,13 @@ impl Worker {
         for job in self.forgets.drain(..) {
             self.out.push(Kind::Forget, 0, job, 0, b"");
         }
+    }
+
+    /// Whether it had begun the first task it holds when it went away (see
+    /// `tally`): the tasks it answered are those sent and no longer held.
+    fn began_first_held(&self) -> bool {
+        let answered = self.slot.taken - self.slot.inflight.len() as u64;
+        tally::began_first_held(self.tally.as_ref().map(|t| t.begun()), answered)
     }
 
     fn describe(&self) -> String {

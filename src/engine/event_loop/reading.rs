@@ -19,6 +19,7 @@ use crate::engine::protocol::{self, Kind, ResultStatus};
 use crate::engine::shared::Phase;
 use crate::engine::shm::{self, FdReader, ReceivedMap, Sender};
 use crate::engine::supervisor::signal_worker;
+use crate::engine::tally::Tally;
 
 /// The shared memory a worker's result frame announces, in `fd` (the
 /// descriptor that came with it), checked and mapped (see `shm`).
@@ -108,6 +109,11 @@ impl EventLoop {
                     let w = &mut self.workers[idx];
                     if w.state == WorkerState::Starting {
                         w.state = WorkerState::Ready;
+                        // Before any task: see `tally`.
+                        w.tally = Tally::create();
+                        if let Some(tally) = &w.tally {
+                            w.out.push_shared(Kind::Tally, 0, 0, 0, &tally.as_payload());
+                        }
                     }
                     self.boot_failures = 0;
                     let pid = w.pid.or_else(|| self.zygote_pids.get(&w.number).copied());
