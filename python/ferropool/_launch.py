@@ -46,8 +46,6 @@ if TYPE_CHECKING:
 CRASH_LIMIT_PER_WORKER = 5
 CRASH_LIMIT_MIN = 10
 CRASH_WINDOW = 10.0
-# Send and receive buffer of each worker socket (as the engine's own).
-WORKER_SOCKET_BUFFER = 1 << 20
 
 WORKER_NAMES = {
     "fork": "ForkPoolWorker",
@@ -342,8 +340,8 @@ def _worker_socketpair() -> tuple[socket.socket, socket.socket]:
     payload crosses in a few hops)."""
     pair = socket.socketpair()
     for sock in pair:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, WORKER_SOCKET_BUFFER)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, WORKER_SOCKET_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _native.SOCKET_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _native.SOCKET_BUFFER)
     return pair
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "RAISED",
     "RAISED_UNPICKLABLE",
     "SHARED_PAYLOAD",
+    "SOCKET_BUFFER",
     "SPAWN_FIRST_INHERITED_FD",
     "SPAWN_SOCKET_FD",
     "STARMAP",
@@ -54,6 +55,7 @@ __all__ = [
 __version__: str
 HEADER_LEN: int
 SHARED_PAYLOAD: int
+SOCKET_BUFFER: int
 # Frame kinds, outcome statuses, call modes (src/engine/protocol.rs).
 APPLY: int
 MAP: int

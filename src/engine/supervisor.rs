@@ -39,7 +39,7 @@ pub const SPAWN_SOCKET_FD: RawFd = 3;
 pub const SPAWN_FIRST_INHERITED_FD: RawFd = 4;
 const ZYGOTE_RECORD: usize = 24;
 /// Send and receive buffer of each worker socket (the kernel caps it).
-const SOCKET_BUFFER: usize = 1 << 20;
+pub const SOCKET_BUFFER: usize = 1 << 20;
 
 /// How a worker process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -147,6 +147,7 @@ fn add_constants(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("HEADER_LEN", protocol::HEADER_LEN)?;
     m.add("SHARED_PAYLOAD", protocol::SHARED_PAYLOAD)?;
+    m.add("SOCKET_BUFFER", supervisor::SOCKET_BUFFER)?;
     let kinds = [
         ("KIND_FUNC", Kind::Func),
         ("KIND_TASK", Kind::Task),
