@@ -301,6 +301,29 @@ def test_an_executor_worker_dying_between_tasks_fails_no_future(tracker, method)
     tracker.assert_clean()
 
 
+def _open_files():
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:
+            pass  # the descriptor that listed the directory, closed since
+    return links
+
+
+def _tally_mappings(pid):
+    with open(f"/proc/{pid}/maps") as f:
+        return [line for line in f if "ferropool-tally" in line]
+
+
+def test_every_ready_worker_has_its_tally_and_the_parent_keeps_no_descriptor_for_it():
+    with ferropool.Pool(4) as pool:
+        assert pool.map(fh.square, range(8), chunksize=1) == [i * i for i in range(8)]
+        workers = fh.wait_for_workers(4)
+        assert all(len(_tally_mappings(w.pid)) == 1 for w in workers)
+        assert not [link for link in _open_files() if "ferropool-tally" in link]
+
+
 # ============================================================================
 # 2. Crash loops: the pool stops replacing workers and breaks
 # ============================================================================

@@ -26,7 +26,6 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::ptr::NonNull;
-use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 use crate::engine::buffers::{keep_within_bounds, take_smallest_fitting};
@@ -105,16 +104,6 @@ impl SharedBuf {
 
     pub fn capacity(&self) -> usize {
         self.capacity
-    }
-
-    /// Its first 8 bytes as a count that another process updates (see
-    /// `tally`).
-    pub fn counter(&self) -> &AtomicU64 {
-        assert!(self.capacity >= 8, "a counter needs 8 bytes");
-        // SAFETY: the mapping is page-aligned, at least 8 bytes long and lives
-        // as long as `self`; every process that shares it reads and writes
-        // those bytes only through atomics.
-        unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().cast()) }
     }
 
     pub fn len(&self) -> usize {

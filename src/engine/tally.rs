@@ -14,52 +14,124 @@
 //!                                              └no──▶ fail it (as always)
 //! ```
 //!
+//! Where memfds cannot be had, the page is a file in /dev/shm (or the
+//! temporary directory), unlinked as soon as it is made.
+//!
 //! The count is the worker's word: only the exact value "every task it
 //! answered, no more" requeues; anything else is read as a task begun, the
 //! answer without a tally.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::engine::outbox::{Payload, PayloadBytes};
-use crate::engine::shm::SharedBuf;
-use crate::platform::memory::map_populated;
+use crate::platform::memory::{map_populated, new_memfd_named};
 
 /// Bytes of the count in the frame and the memfd.
 const COUNT_BYTES: usize = 8;
 
-/// The engine's side: the memfd it hands over and its own mapping of it.
-pub struct Tally(SharedBuf);
+/// A mapping of a tally's memfd, on either side.
+struct CountMap(NonNull<AtomicU64>);
 
-impl Tally {
-    /// A new count (zero), as the payload of the frame that hands it over;
-    /// None where memfds cannot be had (deaths are then read as today).
-    pub fn create() -> Option<Arc<Tally>> {
-        Some(Arc::new(Tally(SharedBuf::create(COUNT_BYTES).ok()?)))
+// SAFETY: the mapping is owned by this value alone in its process and is
+// only ever accessed through the atomic.
+unsafe impl Send for CountMap {}
+unsafe impl Sync for CountMap {}
+
+impl CountMap {
+    fn map(fd: BorrowedFd<'_>) -> io::Result<CountMap> {
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        Ok(CountMap(
+            map_populated(COUNT_BYTES, prot, fd.as_raw_fd())?.cast(),
+        ))
     }
 
-    pub fn as_payload(self: &Arc<Self>) -> Payload {
-        Arc::clone(self) as Payload
+    fn count(&self) -> &AtomicU64 {
+        // SAFETY: a page-aligned shared mapping of at least 8 bytes, alive
+        // as long as `self`; every process that shares it uses the atomic.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Drop for CountMap {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping of COUNT_BYTES, unmapped once.
+        unsafe { libc::munmap(self.0.as_ptr().cast(), COUNT_BYTES) };
+    }
+}
+
+/// The engine's side: its mapping of the count.
+pub struct Tally(CountMap);
+
+impl Tally {
+    /// A new count (zero), and the payload of the frame that hands its
+    /// memfd over (closed here once sent: a pool keeps no descriptor per
+    /// worker for it). None where memfds cannot be had (deaths are then
+    /// read as without a tally).
+    pub fn create() -> Option<(Tally, Payload)> {
+        let fd = count_file().ok()?;
+        // SAFETY: ftruncate on a descriptor we own.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), COUNT_BYTES as libc::off_t) } != 0 {
+            return None;
+        }
+        let map = CountMap::map(fd.as_fd()).ok()?;
+        Some((Tally(map), Arc::new(CountFd(fd))))
     }
 
     /// Tasks the worker says it has begun.
     pub fn begun(&self) -> u64 {
-        self.0.counter().load(Ordering::Acquire)
+        self.0.count().load(Ordering::Acquire)
     }
 }
 
-impl PayloadBytes for Tally {
+/// A file for the count: a memfd, or where memfds cannot be had, a file
+/// in /dev/shm (else the temporary directory) unlinked at once. Its name
+/// shows in the workers' /proc/PID/maps.
+fn count_file() -> io::Result<OwnedFd> {
+    new_memfd_named(c"ferropool-tally").or_else(|_| unlinked_temp_file())
+}
+
+fn unlinked_temp_file() -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStringExt;
+    let mut last = io::Error::other("no directory for a temporary file");
+    for dir in [std::path::PathBuf::from("/dev/shm"), std::env::temp_dir()] {
+        let mut template = dir
+            .join("ferropool-tally-XXXXXX")
+            .into_os_string()
+            .into_vec();
+        template.push(0);
+        // SAFETY: a writable NUL-terminated template, as mkostemp requires.
+        let raw = unsafe { libc::mkostemp(template.as_mut_ptr().cast(), libc::O_CLOEXEC) };
+        if raw < 0 {
+            last = io::Error::last_os_error();
+            continue;
+        }
+        // SAFETY: mkostemp returned a new descriptor that nobody else owns;
+        // `template` now holds the file's NUL-terminated name.
+        let fd = unsafe {
+            libc::unlink(template.as_ptr().cast());
+            OwnedFd::from_raw_fd(raw)
+        };
+        return Ok(fd);
+    }
+    Err(last)
+}
+
+/// The count's file on its way to the worker.
+struct CountFd(OwnedFd);
+
+impl PayloadBytes for CountFd {
     /// What the frame announces is the count's length; the count itself
-    /// is the memfd's, never read from here.
+    /// is the memfd's.
     fn bytes(&self) -> &[u8] {
         &[0; COUNT_BYTES]
     }
 
     fn memfd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.0.fd())
+        Some(self.0.as_fd())
     }
 }
 
@@ -71,20 +143,13 @@ pub fn began_first_held(begun: Option<u64>, answered: u64) -> bool {
 
 /// The worker's side: its mapping of the engine's memfd.
 pub struct WorkerTally {
-    count: NonNull<AtomicU64>,
+    map: CountMap,
     begun: u64,
 }
-
-// SAFETY: the mapping is owned by this value alone in this process (the
-// worker's loop), is only accessed through an atomic, and `&self` gives no
-// access to it.
-unsafe impl Send for WorkerTally {}
-unsafe impl Sync for WorkerTally {}
 
 impl WorkerTally {
     /// Maps the memfd the engine sent (its own, trusted by the worker).
     pub fn map(fd: OwnedFd) -> io::Result<WorkerTally> {
-        use std::os::fd::AsRawFd;
         let file = std::fs::File::from(fd);
         if file.metadata()?.len() < COUNT_BYTES as u64 {
             return Err(io::Error::new(
@@ -92,14 +157,9 @@ impl WorkerTally {
                 "a tally memfd too short",
             ));
         }
-        let ptr = map_populated(
-            COUNT_BYTES,
-            libc::PROT_READ | libc::PROT_WRITE,
-            file.as_fd().as_raw_fd(),
-        )?;
         // The mapping outlives the descriptor (closed with `file`).
         Ok(WorkerTally {
-            count: ptr.cast(),
+            map: CountMap::map(file.as_fd())?,
             begun: 0,
         })
     }
@@ -107,16 +167,7 @@ impl WorkerTally {
     /// Counts one more task begun; called before the task is looked at.
     pub fn begin_task(&mut self) {
         self.begun += 1;
-        // SAFETY: a page-aligned shared mapping of at least 8 bytes, alive
-        // until `drop`; other processes touch it only atomically.
-        unsafe { self.count.as_ref() }.store(self.begun, Ordering::Release);
-    }
-}
-
-impl Drop for WorkerTally {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping of COUNT_BYTES, unmapped once.
-        unsafe { libc::munmap(self.count.as_ptr().cast(), COUNT_BYTES) };
+        self.map.count().store(self.begun, Ordering::Release);
     }
 }
 
@@ -138,16 +189,25 @@ mod tests {
     }
 
     #[test]
+    fn without_memfds_the_count_lives_in_an_unlinked_file() {
+        let fd = unlinked_temp_file().expect("a temporary file");
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        let link = link.expect("its name").to_string_lossy().into_owned();
+        assert!(
+            link.contains("ferropool-tally-") && link.ends_with("(deleted)"),
+            "{link}"
+        );
+    }
+
+    #[test]
     fn the_worker_count_reaches_the_engine() {
-        let Some(tally) = Tally::create() else {
-            return; // no memfds here: nothing to share
-        };
-        let fd = tally.0.fd().try_clone_to_owned().expect("dup");
-        let mut worker = WorkerTally::map(fd).expect("map");
+        let (tally, payload) = Tally::create().expect("a tally");
+        let fd = payload.memfd().expect("a memfd").try_clone_to_owned();
+        drop(payload); // the engine's copy goes once sent
+        let mut worker = WorkerTally::map(fd.expect("dup")).expect("map");
         assert_eq!(tally.begun(), 0);
         worker.begin_task();
         worker.begin_task();
         assert_eq!(tally.begun(), 2);
-        assert_eq!(tally.bytes().len(), COUNT_BYTES);
     }
 }

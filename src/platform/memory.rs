@@ -9,18 +9,19 @@
 //!  mallopt       keep freed blocks for reuse          fallback: nothing (the allocator's defaults)
 //! ```
 
+use std::ffi::CStr;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 
 use super::{check, fall_back, native, unsupported, Facility};
 
-fn memfd_create() -> io::Result<OwnedFd> {
+fn memfd_create(name: &CStr) -> io::Result<OwnedFd> {
     // SAFETY: a NUL-terminated name and flags; the returned descriptor is
     // new and owned by nobody else.
     unsafe {
         let raw = check(libc::memfd_create(
-            c"ferropool-payload".as_ptr(),
+            name.as_ptr(),
             libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
         ))?;
         Ok(OwnedFd::from_raw_fd(raw))
@@ -28,16 +29,24 @@ fn memfd_create() -> io::Result<OwnedFd> {
 }
 
 pub(super) fn probe_memfd() -> io::Result<()> {
-    memfd_create().map(drop)
+    memfd_create(PAYLOAD_MEMFD).map(drop)
 }
 
-/// A new sealable memfd; `Unsupported` where the fallback is chosen (the
-/// caller then sends the payload through the socket).
+/// The name of a payload's memfd (as /proc shows it).
+const PAYLOAD_MEMFD: &CStr = c"ferropool-payload";
+
+/// A new sealable memfd for a payload; `Unsupported` where the fallback is
+/// chosen (the caller then sends the payload through the socket).
 pub fn new_memfd() -> io::Result<OwnedFd> {
+    new_memfd_named(PAYLOAD_MEMFD)
+}
+
+/// `new_memfd` under another name.
+pub fn new_memfd_named(name: &CStr) -> io::Result<OwnedFd> {
     if !native(Facility::Memfd) {
         return Err(unsupported(Facility::Memfd));
     }
-    memfd_create().inspect_err(|e| {
+    memfd_create(name).inspect_err(|e| {
         fall_back(Facility::Memfd, e);
     })
 }

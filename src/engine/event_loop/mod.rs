@@ -88,7 +88,7 @@ struct Worker {
     last_byte_at: Instant,
     started_at: Instant,
     /// The count of tasks it has begun, shared with it once it is ready.
-    tally: Option<Arc<Tally>>,
+    tally: Option<Tally>,
 }
 
 /// What one non-blocking read or write on a worker socket means.

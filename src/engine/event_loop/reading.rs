@@ -110,9 +110,9 @@ impl EventLoop {
                     if w.state == WorkerState::Starting {
                         w.state = WorkerState::Ready;
                         // Before any task: see `tally`.
-                        w.tally = Tally::create();
-                        if let Some(tally) = &w.tally {
-                            w.out.push_shared(Kind::Tally, 0, 0, 0, &tally.as_payload());
+                        if let Some((tally, memfd)) = Tally::create() {
+                            w.out.push_shared(Kind::Tally, 0, 0, 0, &memfd);
+                            w.tally = Some(tally);
                         }
                     }
                     self.boot_failures = 0;
