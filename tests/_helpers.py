@@ -295,3 +295,19 @@ class EndsItsWorkerWhenFreed:
 
 def result_ending_its_worker(value):
     return EndsItsWorkerWhenFreed(value)
+
+
+class DiesWhenLoaded:
+    """A callable whose unpickling ends the worker that loads it (a job's
+    function that cannot be loaded without a crash)."""
+
+    def __init__(self):
+        self.made_in = os.getpid()
+
+    def __call__(self, x):
+        return x
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if os.getpid() != self.made_in:
+            os._exit(7)

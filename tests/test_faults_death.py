@@ -312,16 +312,47 @@ def _open_files():
 
 
 def _tally_mappings(pid):
-    with open(f"/proc/{pid}/maps") as f:
-        return [line for line in f if "ferropool-tally" in line]
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return [line for line in f if "ferropool-tally" in line]
+    except FileNotFoundError:
+        return None  # gone since it was listed
 
 
-def test_every_ready_worker_has_its_tally_and_the_parent_keeps_no_descriptor_for_it():
-    with ferropool.Pool(4) as pool:
+def _tallies_of_workers(count):
+    """How many tally mappings each of `count` workers has, once each has
+    mapped its own (a replacement maps it once the engine has its Ready)."""
+    deadline = time.monotonic() + 15
+    while True:
+        counts = [len(_tally_mappings(w.pid) or ()) for w in fh.wait_for_workers(count)]
+        if counts == [1] * count or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_ready_worker_has_its_own_tally_and_the_parent_keeps_no_descriptor(method):
+    with fh.guarded(make_pool(method, 3)) as pool:
+        # One worker replaced: one forked after the others had their tallies
+        # must not share theirs.
+        pool.apply(h.result_ending_its_worker, (0,))
         assert pool.map(fh.square, range(8), chunksize=1) == [i * i for i in range(8)]
-        workers = fh.wait_for_workers(4)
-        assert all(len(_tally_mappings(w.pid)) == 1 for w in workers)
+        assert _tallies_of_workers(3) == [1, 1, 1]
         assert not [link for link in _open_files() if "ferropool-tally" in link]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", METHODS)
+def test_a_function_that_kills_the_worker_loading_it_fails_its_task_once(tracker, method):
+    # Dying while loading the task's function is dying with the task: it
+    # fails, as a task that crashes, rather than going round the workers.
+    with fh.guarded(make_pool(method)) as pool:
+        with pytest.raises(WorkerLostError, match="exited with code 7"):
+            pool.apply_async(h.DiesWhenLoaded(), (1,)).get(timeout=30)
+        assert pool.map(fh.square, range(6), chunksize=3) == [0, 1, 4, 9, 16, 25]
+        assert len(pool.stats().ended) == 1
+        tracker.observe()
+    tracker.assert_clean()
 
 
 # ============================================================================

@@ -8,18 +8,26 @@
 //! never loses.
 //!
 //! ```text
-//!  engine: Ready ──▶ memfd (one page), mapped ──Tally frame + fd──▶ worker: map it
-//!  worker: each Task frame: begun += 1 (a store), then run it
-//!  engine, the worker dead: begun == answered? ─yes─▶ requeue its first task
-//!                                              └no──▶ fail it (as always)
+//!  engine: Ready ──▶ memfd (one page, NOT_MAPPED), mapped ──Tally frame + fd──▶ worker: map it, store 0
+//!  worker: bytes read, or a job's function loaded: store begun + 1 (the next task is in hand)
+//!          a Task frame: begun += 1, store begun, then run it
+//!  engine, the worker dead: stored == answered? ─yes─▶ requeue its first task
+//!                                               └no──▶ fail it (as always)
 //! ```
+//!
+//! So only a worker that had taken nothing for its next task (it died in
+//! the finalizer of the result it had sent, or while it waited) gives that
+//! task back: one that dies loading the task's function or reading its
+//! arguments fails it, as before, and a task that kills every worker it
+//! reaches cannot go round the pool.
 //!
 //! Where memfds cannot be had, the page is a file in /dev/shm (or the
 //! temporary directory), unlinked as soon as it is made.
 //!
 //! The count is the worker's word: only the exact value "every task it
 //! answered, no more" requeues; anything else is read as a task begun, the
-//! answer without a tally.
+//! answer without a tally (as is a worker that never mapped it, which left
+//! `NOT_MAPPED` there, and one that broke the protocol).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -32,6 +40,8 @@ use crate::platform::memory::{map_populated, new_memfd_named};
 
 /// Bytes of the count in the frame and the memfd.
 const COUNT_BYTES: usize = 8;
+/// The count until the worker has mapped it.
+const NOT_MAPPED: u64 = u64::MAX;
 
 /// A mapping of a tally's memfd, on either side.
 struct CountMap(NonNull<AtomicU64>);
@@ -67,21 +77,35 @@ impl Drop for CountMap {
 pub struct Tally(CountMap);
 
 impl Tally {
-    /// A new count (zero), and the payload of the frame that hands its
-    /// memfd over (closed here once sent: a pool keeps no descriptor per
-    /// worker for it). None where memfds cannot be had (deaths are then
+    /// A new count (`NOT_MAPPED`), and the payload of the frame that hands
+    /// its file over (closed here once sent: a pool keeps no descriptor per
+    /// worker for it). None where no file could be made (deaths are then
     /// read as without a tally).
     pub fn create() -> Option<(Tally, Payload)> {
         let fd = count_file().ok()?;
-        // SAFETY: ftruncate on a descriptor we own.
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), COUNT_BYTES as libc::off_t) } != 0 {
-            return None;
+        // SAFETY: ftruncate and fcntl on a descriptor we own.
+        unsafe {
+            if libc::ftruncate(fd.as_raw_fd(), COUNT_BYTES as libc::off_t) != 0 {
+                return None;
+            }
+            // A memfd keeps its size for good (a file in /dev/shm cannot be
+            // sealed; no process but ours has its descriptor once the worker
+            // has mapped it, and its name is gone).
+            libc::fcntl(
+                fd.as_raw_fd(),
+                libc::F_ADD_SEALS,
+                libc::F_SEAL_SHRINK | libc::F_SEAL_GROW,
+            );
         }
         let map = CountMap::map(fd.as_fd()).ok()?;
+        // Workers forked from this process later must not share it.
+        // SAFETY: advice on our own new mapping; failure changes nothing.
+        unsafe { libc::madvise(map.0.as_ptr().cast(), COUNT_BYTES, libc::MADV_DONTFORK) };
+        map.count().store(NOT_MAPPED, Ordering::Release);
         Some((Tally(map), Arc::new(CountFd(fd))))
     }
 
-    /// Tasks the worker says it has begun.
+    /// Tasks the worker says it has begun (or taken up: see the header).
     pub fn begun(&self) -> u64 {
         self.0.count().load(Ordering::Acquire)
     }
@@ -136,9 +160,9 @@ impl PayloadBytes for CountFd {
 }
 
 /// Whether a dead worker had begun the first task it held: always, unless
-/// its tally says it had begun exactly the tasks it answered.
-pub fn began_first_held(begun: Option<u64>, answered: u64) -> bool {
-    begun != Some(answered)
+/// its tally says it had taken up exactly the tasks it answered.
+pub fn began_first_held(stored: Option<u64>, answered: u64) -> bool {
+    stored != Some(answered)
 }
 
 /// The worker's side: its mapping of the engine's memfd.
@@ -158,10 +182,15 @@ impl WorkerTally {
             ));
         }
         // The mapping outlives the descriptor (closed with `file`).
-        Ok(WorkerTally {
-            map: CountMap::map(file.as_fd())?,
-            begun: 0,
-        })
+        let map = CountMap::map(file.as_fd())?;
+        map.count().store(0, Ordering::Release);
+        Ok(WorkerTally { map, begun: 0 })
+    }
+
+    /// Something for the next task is in hand (bytes read, a job's function
+    /// to load): from here on, dying loses that task.
+    pub fn taking_next(&self) {
+        self.map.count().store(self.begun + 1, Ordering::Release);
     }
 
     /// Counts one more task begun; called before the task is looked at.
@@ -185,7 +214,7 @@ mod tests {
     fn any_other_word_or_none_reads_as_a_task_begun() {
         assert!(began_first_held(None, 0));
         assert!(began_first_held(Some(3), 4)); // fewer than it answered: garbage
-        assert!(began_first_held(Some(u64::MAX), 4));
+        assert!(began_first_held(Some(NOT_MAPPED), 0)); // a tally it never mapped
     }
 
     #[test]
@@ -204,9 +233,13 @@ mod tests {
         let (tally, payload) = Tally::create().expect("a tally");
         let fd = payload.memfd().expect("a memfd").try_clone_to_owned();
         drop(payload); // the engine's copy goes once sent
+        assert_eq!(tally.begun(), NOT_MAPPED);
         let mut worker = WorkerTally::map(fd.expect("dup")).expect("map");
         assert_eq!(tally.begun(), 0);
+        worker.taking_next();
+        assert_eq!(tally.begun(), 1);
         worker.begin_task();
+        assert_eq!(tally.begun(), 1);
         worker.begin_task();
         assert_eq!(tally.begun(), 2);
     }

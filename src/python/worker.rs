@@ -66,9 +66,14 @@ impl WorkerChannel {
         loop {
             if let Some((header, payload)) = self.decoder.next_frame_ref()? {
                 if header.kind == Kind::Tally {
-                    // The engine's own memfd: without it (or unmappable),
-                    // deaths are read as they would be without a tally.
-                    let fd = self.fds.pop_front().filter(|_| header.shared);
+                    // The engine's own file: without it (or unmappable), the
+                    // engine reads deaths as it would without a tally. Only
+                    // a shared frame has a descriptor to take.
+                    let fd = if header.shared {
+                        self.fds.pop_front()
+                    } else {
+                        None
+                    };
                     self.tally = fd.and_then(|fd| WorkerTally::map(fd).ok());
                     continue;
                 }
@@ -92,6 +97,9 @@ impl WorkerChannel {
                 .map_err(disconnected_or)?;
             if n == 0 {
                 return Err(EngineError::Disconnected);
+            }
+            if let Some(tally) = &self.tally {
+                tally.taking_next();
             }
         }
     }
@@ -338,6 +346,9 @@ impl WorkerChannel {
             let (header, payload) = self.next_frame(py)?;
             match header.kind {
                 Kind::Func => {
+                    if let Some(tally) = &self.tally {
+                        tally.taking_next(); // its task comes next
+                    }
                     let func = load.call1((payload.into_bytes(py),)).map(Bound::unbind);
                     funcs.insert(header.job, (header.flags, func));
                 }

@@ -125,7 +125,12 @@ impl Worker {
 
     /// Whether it had begun the first task it holds when it went away (see
     /// `tally`): the tasks it answered are those sent and no longer held.
+    /// A worker that broke the protocol is not taken at its word. (One that
+    /// sent Retiring holds nothing: its tasks went back then.)
     fn began_first_held(&self) -> bool {
+        if self.violation.is_some() {
+            return true;
+        }
         let answered = self.slot.taken - self.slot.inflight.len() as u64;
         tally::began_first_held(self.tally.as_ref().map(|t| t.begun()), answered)
     }
